@@ -1,0 +1,83 @@
+"""PyTorch: our ``.pt`` checkpoints (and Ultralytics-format ones, through the restricted importer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from yolo_export.registry import Backend, Runner, register
+
+
+class ModuleRunner(Runner):
+    def __init__(self, model, device="cpu", half=False):
+        import torch
+
+        from yolo_export.device import select_device
+
+        self.torch = torch
+        dev = select_device(device)
+        self.device = str(dev)
+        self.half = bool(half) and dev.type == "cuda"
+        self.model = model.to(dev).eval()
+        if self.half:
+            self.model = self.model.half()
+        self.dtype = torch.float16 if self.half else torch.float32
+        self.dev = dev
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        with torch.inference_mode():
+            t = torch.from_numpy(x).to(self.dev, self.dtype, non_blocking=True)
+            return self.model(t).float().cpu().numpy()
+
+
+@register
+class PyTorchBackend(Backend):
+    name = "pytorch"
+    aliases = ("pt", "torch")
+    title = "PyTorch"
+    suffix = ".pt"
+    extra = ""
+    requires = ("torch",)
+    args = frozenset({"half"})
+
+    def check_args(self, args):
+        super().check_args(args)
+
+    def export(self, ctx):
+        from yolo_export.nn.checkpoint import save_checkpoint
+
+        out = ctx.workdir / f"{ctx.stem}.pt"
+        save_checkpoint(out, ctx.model, half=bool(ctx.args.get("half")), preprocess=ctx.metadata.get("preprocess"))
+        return out
+
+    def load(self, path: Path, device, metadata):
+        from yolo_export.nn.checkpoint import build_from_checkpoint, load_checkpoint
+
+        model = build_from_checkpoint(load_checkpoint(path))
+        return ModuleRunner(model, device=device, half=bool(metadata.get("args", {}).get("half")))
+
+    def read_metadata(self, path):
+        from yolo_export.data.transforms import default_preprocess
+        from yolo_export.nn.checkpoint import load_checkpoint
+
+        ck = load_checkpoint(path)
+        imgsz = int(ck.get("imgsz") or 224)
+        return {"names": ck.get("names") or {}, "imgsz": [imgsz, imgsz], "batch": 1,
+                "preprocess": ck.get("preprocess") or default_preprocess(imgsz), "args": {"dynamic": True},
+                "version": ck.get("version"), "date": ck.get("date"), "task": "classify",
+                "verification": ck.get("verification")}
+
+    def write_metadata(self, path, meta):
+        import torch
+
+        from yolo_export.utils import atomic_write_bytes
+
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        ck["verification"] = meta.get("verification")
+        import io
+
+        buf = io.BytesIO()
+        torch.save(ck, buf)
+        atomic_write_bytes(path, buf.getvalue())

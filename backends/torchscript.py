@@ -1,0 +1,94 @@
+"""TorchScript (``.torchscript``): traced module, metadata as JSON in the ``config.txt`` extra file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from yolo_export.errors import ArgumentError
+from yolo_export.registry import Backend, Runner, register
+
+EXTRA = "config.txt"
+
+
+class TorchScriptRunner(Runner):
+    def __init__(self, path, device="cpu", half=False):
+        import torch
+
+        from yolo_export.device import select_device
+
+        self.torch = torch
+        self.dev = select_device(device)
+        self.device = str(self.dev)
+        self.module = torch.jit.load(str(path), map_location=self.dev).eval()
+        self.dtype = torch.float16 if (half and self.dev.type == "cuda") else torch.float32
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        with torch.inference_mode():
+            return self.module(torch.from_numpy(x).to(self.dev, self.dtype)).float().cpu().numpy()
+
+
+@register
+class TorchScriptBackend(Backend):
+    name = "torchscript"
+    aliases = ("ts", "jit")
+    title = "TorchScript"
+    suffix = ".torchscript"
+    extra = ""
+    requires = ("torch",)
+    args = frozenset({"half", "optimize", "dynamic"})
+
+    def check_args(self, args):
+        super().check_args(args)
+        if args.get("int8"):
+            raise ArgumentError("torchscript does not take --int8")
+        if args.get("half") and not str(args.get("device") or "cpu").startswith(("cuda", "0", "1", "2", "3")):
+            raise ArgumentError("torchscript --half needs a CUDA device (--device 0); fp16 conv is not run on CPU")
+        if args.get("half") and args.get("optimize"):
+            raise ArgumentError("torchscript: --optimize (mobile) is for CPU fp32 models; drop --half")
+
+    def export(self, ctx):
+        import torch
+
+        model, sample = ctx.model, ctx.sample
+        if ctx.args.get("half"):
+            model, sample = model.half(), sample.half()
+        with torch.no_grad():
+            ts = torch.jit.trace(model, sample, strict=False, check_trace=False)
+        if ctx.args.get("optimize"):
+            from torch.utils.mobile_optimizer import optimize_for_mobile
+
+            ts = optimize_for_mobile(ts)
+        out = ctx.workdir / f"{ctx.stem}.torchscript"
+        torch.jit.save(ts, str(out), _extra_files={EXTRA: json.dumps(_jsonable(ctx.metadata))})
+        return out
+
+    def load(self, path, device, metadata):
+        return TorchScriptRunner(path, device, half=bool((metadata.get("args") or {}).get("half")))
+
+    def write_metadata(self, path: Path, meta):
+        import torch
+
+        m = torch.jit.load(str(path), map_location="cpu")
+        tmp = path.with_name(path.name + ".meta-tmp")
+        torch.jit.save(m, str(tmp), _extra_files={EXTRA: json.dumps(_jsonable(meta))})
+        tmp.replace(path)
+
+    def read_metadata(self, path):
+        import torch
+
+        from yolo_export.metadata import decode
+
+        files = {EXTRA: ""}
+        torch.jit.load(str(path), map_location="cpu", _extra_files=files)
+        raw = files[EXTRA]
+        if isinstance(raw, bytes):
+            raw = raw.decode()
+        return decode(json.loads(raw)) if raw else {}
+
+
+def _jsonable(meta: dict) -> dict:
+    return json.loads(json.dumps(meta, default=str))

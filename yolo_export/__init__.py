@@ -1,0 +1,16 @@
+"""yolo-export: a model zoo and export toolkit for YOLOv8 image classifiers.
+
+Importing this package is cheap: torch and every backend library are imported lazily.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["YOLO", "__version__"]
+
+
+def __getattr__(name):
+    if name == "YOLO":
+        from yolo_export.engine.model import YOLO
+
+        return YOLO
+    raise AttributeError(f"module 'yolo_export' has no attribute {name!r}")

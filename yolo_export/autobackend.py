@@ -1,0 +1,78 @@
+"""One runner for every format: picks the backend by suffix/dir, reads the metadata, returns probabilities."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from yolo_export import registry
+from yolo_export.data.transforms import default_preprocess
+from yolo_export.errors import YoloExportError
+
+
+class AutoBackend:
+    """``AutoBackend(path)(x)`` -> (N, nc) float32 probabilities for an NCHW float32 batch ``x``.
+
+    Attributes: ``format``, ``metadata``, ``names``, ``imgsz``, ``preprocess``, ``layout``, ``dynamic``.
+    """
+
+    def __init__(self, model, device: str = "cpu", half: bool = False, backend=None):
+        if not isinstance(model, (str, Path)):
+            from yolo_export.backends.pytorch import ModuleRunner
+
+            self.path = None
+            self.backend = registry.get("pytorch")
+            self.runner = ModuleRunner(model, device=device, half=half)
+            imgsz = int(getattr(model, "imgsz", 224))
+            self.metadata = {"names": dict(model.names), "imgsz": [imgsz, imgsz], "batch": 1,
+                             "preprocess": getattr(model, "preprocess", None) or default_preprocess(imgsz),
+                             "args": {"dynamic": True}}
+        else:
+            self.path = Path(model)
+            self.backend = backend or registry.for_path(self.path)
+            self.backend.require_runtime()
+            self.metadata = self.backend.read_metadata(self.path) or {}
+            if "names" not in self.metadata:
+                raise YoloExportError(f"{model} carries no yolo-export metadata (class names); was it exported here?")
+            self.runner = self.backend.load(self.path, device, self.metadata)
+        self.format = self.backend.name
+        self.names = {int(k): v for k, v in self.metadata["names"].items()}
+        imgsz = self.metadata.get("imgsz") or [224, 224]
+        self.imgsz = int(imgsz[0] if isinstance(imgsz, (list, tuple)) else imgsz)
+        self.preprocess = self.metadata.get("preprocess") or default_preprocess(self.imgsz)
+        self.layout = self.preprocess.get("layout", self.backend.layout)
+        args = self.metadata.get("args") or {}
+        self.dynamic = bool(args.get("dynamic")) or self.path is None
+        self.dynamic_imgsz = self.backend.name == "pytorch"
+        self.fixed_batch = getattr(self.runner, "fixed_batch", None)
+        if self.fixed_batch is None and not self.dynamic and self.path is not None:
+            self.fixed_batch = int(self.metadata.get("batch") or 1)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 4:
+            raise YoloExportError(f"expected a 4-D NCHW batch, got shape {x.shape}")
+        if not self.dynamic_imgsz and x.shape[-1] != self.imgsz:
+            raise YoloExportError(f"this {self.format} model takes {self.imgsz}x{self.imgsz} inputs, got "
+                                  f"{x.shape[-2]}x{x.shape[-1]} (export again with --imgsz {x.shape[-1]})")
+        if self.layout == "NHWC":
+            x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        fb = self.fixed_batch
+        if not fb or len(x) == fb:
+            return np.asarray(self.runner(x), dtype=np.float32).reshape(len(x), -1)
+        outs = []
+        for i in range(0, len(x), fb):
+            chunk = x[i:i + fb]
+            n = len(chunk)
+            if n < fb:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fb - n, axis=0)])
+            outs.append(np.asarray(self.runner(chunk), dtype=np.float32).reshape(fb, -1)[:n])
+        return np.concatenate(outs)
+
+    __call__ = run
+
+    def close(self):
+        close = getattr(self.runner, "close", None)
+        if close:
+            close()

@@ -1,0 +1,222 @@
+"""The ``yexport`` command line: thin. Parses, calls the Python API, prints. Imports torch only inside commands.
+
+``yexport MODEL --format FMT`` is the default command (export); the other commands are named.
+With ``--json`` every command prints exactly one JSON document on stdout; logs and progress go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+EXPORT_FLAGS = ("half", "int8", "dynamic")
+
+
+class DefaultGroup(click.Group):
+    """A group that runs ``export`` when the first argument is not a command name."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["export", *args]
+        return super().parse_args(ctx, args)
+
+
+def emit_json(obj) -> None:
+    click.echo(json.dumps(obj, default=_json_default))
+
+
+def _json_default(o):
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    return str(o)
+
+
+def run_command(fn, verbose: bool, as_json: bool = False):
+    """Call ``fn``; turn any error into one line on stderr and a non-zero exit (traceback with --verbose)."""
+    from yolo_export.utils import set_verbosity
+
+    set_verbosity(True if verbose else (False if as_json else None))
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - the CLI's job is to turn errors into one line
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        from yolo_export.errors import ArgumentError, YoloExportError
+
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if not isinstance(e, YoloExportError):
+            msg = f"{type(e).__name__}: {msg}"
+        if as_json:
+            emit_json({"error": msg, "type": type(e).__name__})
+        click.echo(f"error: {msg}", err=True)
+        sys.exit(2 if isinstance(e, ArgumentError) else 1)
+
+
+def _verbose_opt(f):
+    return click.option("--verbose", "-v", is_flag=True, help="Debug logging and tracebacks on error.")(f)
+
+
+def _json_opt(f):
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(f)
+
+
+@click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="yolo-export", prog_name="yexport")
+def main():
+    """Export, run, train and benchmark YOLOv8 image classifiers.
+
+    \b
+      yexport MODEL --format FMT [options]      export (the default command)
+      yexport predict --model M --source S      classify images with any format
+      yexport info MODEL                        parameters, GFLOPs, metadata
+      yexport formats                           every format and whether it runs here
+    """
+
+
+@main.command("export")
+@click.argument("model")
+@click.option("--format", "-f", "fmt", default="onnx", show_default=True, help="Target format (see `yexport formats`).")
+@click.option("--imgsz", type=int, help="Square input size (default: the model's).")
+@click.option("--half", is_flag=True, default=None, help="fp16 weights/compute.")
+@click.option("--int8", is_flag=True, default=None, help="8-bit quantisation, calibrated on --data.")
+@click.option("--dynamic", is_flag=True, default=None, help="Dynamic batch dimension.")
+@click.option("--batch", type=int, help="Batch size the artefact takes (max batch when --dynamic).")
+@click.option("--opset", type=int, help="ONNX opset.")
+@click.option("--simplify/--no-simplify", default=None, help="Simplify the ONNX graph (default on).")
+@click.option("--workspace", type=float, help="TensorRT workspace in GiB.")
+@click.option("--optimize", is_flag=True, default=None, help="TorchScript mobile optimisation.")
+@click.option("--data", help="Dataset for INT8 calibration and parity checks ('digits' or an ImageFolder root).")
+@click.option("--fraction", type=float, help="Fraction of the dataset's train split to calibrate on.")
+@click.option("--calib-images", "calib_images", type=int, help="Number of INT8 calibration images.")
+@click.option("--device", help="cpu, 0, cuda:0.")
+@click.option("--output", "-o", help="Output path (default: beside the model).")
+@click.option("--verify/--no-verify", default=None, help="Check parity against PyTorch after export (default on).")
+@_json_opt
+@_verbose_opt
+def export_cmd(model, fmt, as_json, verbose, **opts):
+    """Export MODEL (.pt, .yaml or a zoo name) to --format."""
+
+    def go():
+        from yolo_export import YOLO
+
+        y = YOLO(model)
+        y.export(fmt, **{k: v for k, v in opts.items() if v is not None})
+        return y.last_export
+
+    res = run_command(go, verbose, as_json)
+    d = res.to_dict()
+    if as_json:
+        emit_json(d)
+    else:
+        par = d.get("parity") or {}
+        if par.get("status") == "passed":
+            check = (f"parity: max abs diff {par['max_abs_diff']:.2e}, top-1 agreement "
+                     f"{par['top1_agreement']:.1%} on {par['n']} inputs")
+        elif par.get("status") == "skipped":
+            check = f"parity: not checked ({par.get('reason')})"
+        else:
+            check = "parity: not checked (--no-verify)"
+        click.echo(f"{d['format']} ({d['precision']}) -> {d['path']}  {d['size_mb']:.2f} MB in {d['time_s']:.1f}s; "
+                   f"{check}")
+
+
+@main.command("predict")
+@click.option("--model", "-m", required=True, help="Any model: .pt, .yaml, zoo name, or an exported artefact.")
+@click.option("--source", "-s", required=True, multiple=True, help="Image file, directory or glob (repeatable).")
+@click.option("--imgsz", type=int)
+@click.option("--batch", type=int, default=1, show_default=True)
+@click.option("--device", default=None)
+@click.option("--half", is_flag=True, help="fp16 on CUDA (PyTorch, TorchScript).")
+@_json_opt
+@_verbose_opt
+def predict_cmd(model, source, imgsz, batch, device, half, as_json, verbose):
+    """Classify images with MODEL; the same Results for every format."""
+
+    def go():
+        from yolo_export import YOLO
+
+        y = YOLO(model, device=device)
+        src = list(source) if len(source) > 1 else source[0]
+        return y.predict(src, imgsz=imgsz, batch=batch, device=device, half=half)
+
+    t0 = time.perf_counter()
+    results = run_command(go, verbose, as_json)
+    if as_json:
+        emit_json([r.to_dict() for r in results])
+        return
+    for r in results:
+        click.echo(f"{r.path}: {r.verbose()}")
+    n = len(results)
+    if n:
+        sp = {k: sum(r.speed[k] for r in results) / n for k in results[0].speed}
+        click.echo(f"{n} image(s) in {time.perf_counter() - t0:.2f}s; per image: preprocess {sp['preprocess']:.2f} ms, "
+                   f"inference {sp['inference']:.2f} ms, postprocess {sp['postprocess']:.2f} ms", err=True)
+
+
+@main.command("info")
+@click.argument("model")
+@_json_opt
+@_verbose_opt
+def info_cmd(model, as_json, verbose):
+    """Parameters, GFLOPs, classes and metadata of MODEL."""
+
+    def go():
+        from yolo_export import YOLO
+
+        return YOLO(model).info()
+
+    info = run_command(go, verbose, as_json)
+    if as_json:
+        emit_json(info)
+        return
+    names = info.pop("names", {})
+    for k, v in info.items():
+        if isinstance(v, dict):
+            v = json.dumps(v, default=str)
+        click.echo(f"{k:>12}: {v}")
+    shown = ", ".join(f"{i}:{n}" for i, n in list(names.items())[:10])
+    click.echo(f"{'names':>12}: {shown}{' ...' if len(names) > 10 else ''}")
+
+
+@main.command("formats")
+@_json_opt
+@_verbose_opt
+def formats_cmd(as_json, verbose):
+    """Every registered format, its suffix, extra and whether it exports / runs here."""
+
+    def go():
+        from yolo_export import registry
+
+        rows = []
+        for b in registry.all_backends():
+            ok, why = b.is_available()
+            rok, rwhy = b.runtime_available() if ok else (False, why)
+            rows.append({"format": b.name, "title": b.title, "suffix": b.suffix + ("/" if b.is_dir else ""),
+                         "extra": b.extra or "(core)", "export": ok, "predict": rok,
+                         "args": sorted(b.args), "reason": why or rwhy or ""})
+        return rows
+
+    rows = run_command(go, verbose, as_json)
+    if as_json:
+        emit_json({"formats": rows})
+        return
+    click.echo(f"{'format':<12} {'suffix':<18} {'extra':<11} {'export':<7} {'predict':<8} note")
+    for r in rows:
+        click.echo(f"{r['format']:<12} {r['suffix']:<18} {r['extra']:<11} {'yes' if r['export'] else 'no':<7} "
+                   f"{'yes' if r['predict'] else 'no':<8} {r['reason']}")
+
+
+if __name__ == "__main__":
+    main()

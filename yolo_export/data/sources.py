@@ -1,0 +1,76 @@
+"""Predict sources: a file, a directory, a glob, a list of paths, PIL images, numpy arrays or torch tensors."""
+
+from __future__ import annotations
+
+import glob as _glob
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from yolo_export.data.transforms import IMG_SUFFIXES
+from yolo_export.errors import ImageError
+
+
+class Item:
+    """One input: ``path`` (or a pseudo-name), the object to preprocess, and whether it came from a folder."""
+
+    __slots__ = ("path", "obj", "from_folder", "ready")
+
+    def __init__(self, path, obj, from_folder=False, ready=False):
+        self.path, self.obj, self.from_folder, self.ready = path, obj, from_folder, ready
+
+
+def iter_items(source) -> Iterator[Item]:
+    if source is None:
+        raise ImageError("no source given")
+    if isinstance(source, (list, tuple)):
+        for i, s in enumerate(source):
+            if isinstance(s, (str, Path)):
+                yield from iter_items(s)
+            else:
+                yield from _in_memory(s, f"image{i}")
+        return
+    if isinstance(source, (str, Path)):
+        s = str(source)
+        p = Path(s)
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.is_file())
+            images = [f for f in files if f.suffix.lower() in IMG_SUFFIXES]
+            if not images:
+                raise ImageError(f"no images in directory {s} (looked for {', '.join(sorted(IMG_SUFFIXES))})")
+            for f in images:
+                yield Item(str(f), f, from_folder=True)
+            return
+        if any(c in s for c in "*?["):
+            files = sorted(_glob.glob(s, recursive=True))
+            images = [f for f in files if Path(f).suffix.lower() in IMG_SUFFIXES]
+            if not images:
+                raise ImageError(f"no images match {s}")
+            for f in images:
+                yield Item(f, Path(f), from_folder=True)
+            return
+        if s.startswith(("http://", "https://")):
+            raise ImageError(f"URL sources are not supported; download the image first: {s}")
+        if not p.exists():
+            raise ImageError(f"image not found: {s}")
+        yield Item(s, p)
+        return
+    yield from _in_memory(source, "image0")
+
+
+def _in_memory(obj, name) -> Iterator[Item]:
+    if hasattr(obj, "detach"):  # torch tensor
+        t = obj.detach().cpu()
+        if t.ndim == 4:  # a ready NCHW float batch (already preprocessed), as other YOLO tools take it
+            arr = t.float().numpy()
+            for i in range(arr.shape[0]):
+                yield Item(f"{name}_{i}", arr[i], ready=True)
+            return
+        yield Item(name, t.numpy() if t.ndim == 2 or t.shape[0] not in (1, 3) else t.numpy().transpose(1, 2, 0))
+        return
+    if isinstance(obj, np.ndarray) and obj.ndim == 4:
+        for i in range(obj.shape[0]):
+            yield Item(f"{name}_{i}", obj[i])
+        return
+    yield Item(name, obj)

@@ -1,0 +1,156 @@
+"""The YOLO facade: one object for a YAML, a checkpoint, a zoo name or any exported artefact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from yolo_export.errors import YoloExportError
+
+
+class YOLO:
+    """``YOLO("yolov8n-cls.yaml")``, ``YOLO("best.pt")``, ``YOLO("yolov8s-cls.pt")`` (zoo), ``YOLO("best.onnx")``.
+
+    ``model(source)`` / ``model.predict(source, imgsz=, batch=, device=, stream=)`` return ``Results``;
+    ``export``, ``train``, ``val`` and ``info`` work on the PyTorch model (train/val on artefacts too for val).
+    """
+
+    def __init__(self, model: str | Path = "yolov8n-cls.yaml", scale: str | None = None, nc: int | None = None,
+                 names=None, task: str = "classify", device: str | None = None, verbose: bool = False):
+        if task not in (None, "classify"):
+            raise YoloExportError(f"task '{task}' is not supported (this tool handles classification models)")
+        self.model = None           # torch module when the source is .yaml / .pt
+        self.ckpt = None
+        self.ckpt_path: str | None = None
+        self.model_name: str | None = None
+        self.format = "pytorch"
+        self.device = device or "cpu"
+        self._backend = None
+        self._backend_key = None
+        self.metrics = None
+        self.last_export = None
+        src = str(model)
+        p = Path(src)
+        if p.suffix in (".yaml", ".yml"):
+            from yolo_export.nn.model import ClassificationModel
+
+            self.model = ClassificationModel(src, nc=nc, scale=scale, names=names).eval()
+            self.model.imgsz = 224
+            self.model.preprocess = None
+            self.model_name = p.stem if not scale else p.stem.replace("yolov8-cls", f"yolov8{scale}-cls")
+        elif p.suffix == ".pt" and not p.is_dir():
+            if not p.exists():
+                from yolo_export import zoo
+
+                p = Path(zoo.resolve(src))
+            self._load_pt(p)
+            if names is not None:
+                self.model.reset_classes(names)
+        else:
+            from yolo_export import registry
+
+            backend = registry.for_path(p)
+            self.format = backend.name
+            self.ckpt_path = str(p)
+            self.model_name = p.stem
+            self._backend_path = p
+
+    def _load_pt(self, p: Path):
+        from yolo_export.nn.checkpoint import build_from_checkpoint, load_checkpoint
+
+        self.ckpt = load_checkpoint(p)
+        self.model = build_from_checkpoint(self.ckpt)
+        self.ckpt_path = str(p)
+        self.model_name = p.stem
+
+    # ------------------------------------------------------------------------------ properties
+    @property
+    def names(self) -> dict:
+        return dict(self.model.names) if self.model is not None else self.backend().names
+
+    @property
+    def imgsz(self) -> int:
+        return int(getattr(self.model, "imgsz", 224)) if self.model is not None else self.backend().imgsz
+
+    @property
+    def preprocess(self) -> dict | None:
+        return getattr(self.model, "preprocess", None) if self.model is not None else self.backend().preprocess
+
+    @property
+    def metadata(self) -> dict:
+        return self.backend().metadata
+
+    def backend(self, device: str | None = None, half: bool = False):
+        from yolo_export.autobackend import AutoBackend
+
+        device = device or self.device
+        key = (device, half)
+        if self._backend is None or self._backend_key != key:
+            if self.model is not None:
+                self._backend = AutoBackend(self.model, device=device, half=half)
+            else:
+                self._backend = AutoBackend(self._backend_path, device=device)
+            self._backend_key = key
+        return self._backend
+
+    # ------------------------------------------------------------------------------ predict
+    def predict(self, source, imgsz: int | None = None, batch: int = 1, device: str | None = None,
+                stream: bool = False, half: bool = False, verbose: bool = False):
+        from yolo_export.engine.predictor import stream_predict
+
+        gen = stream_predict(self.backend(device, half), source, imgsz=imgsz, batch=batch, verbose=verbose)
+        return gen if stream else list(gen)
+
+    __call__ = predict
+
+    # ------------------------------------------------------------------------------ export / info
+    def export(self, format: str = "onnx", **kwargs) -> str:
+        from yolo_export.engine.exporter import export
+
+        self.last_export = export(self, format, **kwargs)
+        return self.last_export.path
+
+    def fuse(self) -> YOLO:
+        if self.model is not None:
+            self.model.fuse()
+        return self
+
+    def save(self, path: str | Path) -> str:
+        from yolo_export.nn.checkpoint import save_checkpoint
+
+        if self.model is None:
+            raise YoloExportError("only a PyTorch model can be saved as .pt")
+        save_checkpoint(path, self.model, half=False, preprocess=self.preprocess)
+        return str(path)
+
+    def info(self) -> dict:
+        out = {"format": self.format, "path": self.ckpt_path, "task": "classify", "names": self.names,
+               "nc": len(self.names), "imgsz": self.imgsz}
+        if self.model is not None:
+            out.update({"arch": self.model.yaml.get("yaml_file"), "scale": self.model.scale,
+                        "params": self.model.num_params(), "gflops": round(self.model.gflops(self.imgsz), 3),
+                        "layers": len(list(self.model.modules())), "fused": self.model.is_fused(),
+                        "preprocess": self.preprocess})
+            if self.ckpt:
+                out["checkpoint"] = {k: self.ckpt.get(k) for k in ("version", "date", "source", "metrics")
+                                     if self.ckpt.get(k) is not None}
+        else:
+            out["metadata"] = {k: v for k, v in self.metadata.items() if k != "names"}
+        return out
+
+    # ------------------------------------------------------------------------------ train / val
+    def train(self, **kwargs):
+        from yolo_export.engine.trainer import Trainer
+
+        trainer = Trainer(self, **kwargs)
+        self.metrics = trainer.train()
+        self.trainer = trainer
+        return self.metrics
+
+    def val(self, **kwargs):
+        from yolo_export.engine.validator import Validator
+
+        self.metrics = Validator(self, **kwargs).run()
+        return self.metrics
+
+    def __repr__(self):
+        return f"YOLO({self.ckpt_path or self.model_name!r}, format={self.format})"

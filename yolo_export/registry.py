@@ -1,0 +1,336 @@
+"""The Backend contract and the registry: every format is one class, declared in one place.
+
+A backend module (``backends/<family>.py``, shipped as ``yolo_export.backends.<family>``) declares its format
+name(s), artefact suffix, pip extra, the export arguments it takes, its tolerance, and implements ``export``,
+``load``, ``write_metadata`` and ``read_metadata``. Nothing here or in the modules imports a backend library
+at import time: each does so inside its methods. Third-party packages add backends through the
+``yolo_export.backends`` entry-point group (each entry point names a Backend subclass).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from yolo_export.errors import ArgumentError, MissingDependency, NotAvailable, YoloExportError
+
+# Export arguments every format takes, and the full set the CLI knows (with their defaults).
+COMMON_ARGS = {"imgsz", "batch", "device", "verify", "output", "data", "fraction"}
+ARG_DEFAULTS: dict[str, Any] = {
+    "imgsz": None, "batch": 1, "device": "cpu", "verify": True, "output": None, "data": None, "fraction": None,
+    "half": False, "int8": False, "dynamic": False, "simplify": True, "opset": None, "workspace": None,
+    "keras": False, "optimize": False, "nms": False, "calib_images": 256,
+}
+ARG_HELP = {
+    "half": "fp16 weights/compute", "int8": "8-bit quantisation (calibrated on --data)",
+    "dynamic": "dynamic batch dimension", "simplify": "simplify the ONNX graph", "opset": "ONNX opset",
+    "workspace": "TensorRT builder workspace in GiB", "keras": "Keras format", "optimize": "mobile optimisation",
+    "nms": "non-maximum suppression", "calib_images": "number of INT8 calibration images",
+}
+
+# Built-in backend modules, imported on first use (they import no backend library at module level).
+BUILTIN_MODULES = ["pytorch", "torchscript", "onnx", "openvino", "ncnn", "paddle", "coreml", "tensorflow",
+                   "tfjs", "tensorrt", "mnn", "executorch"]
+ENTRY_POINT_GROUP = "yolo_export.backends"
+
+
+def precision_of(args: dict) -> str:
+    return "int8" if args.get("int8") else "fp16" if args.get("half") else "fp32"
+
+
+class Runner:
+    """A loaded artefact: call it with a float32 batch in the artefact's layout; get (N, nc) probabilities.
+
+    ``fixed_batch``: the only batch size the artefact takes (AutoBackend splits and pads), or None.
+    """
+
+    fixed_batch: int | None = None
+    device: str = "cpu"
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class FnRunner(Runner):
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], fixed_batch: int | None = None, device="cpu",
+                 close: Callable[[], None] | None = None):
+        self.fn, self.fixed_batch, self.device, self._close = fn, fixed_batch, device, close
+
+    def __call__(self, x):
+        return self.fn(x)
+
+    def close(self):
+        if self._close:
+            self._close()
+
+
+@dataclass
+class ExportContext:
+    """What a backend's ``export`` gets: the model, a sample batch, resolved args, metadata and a work dir."""
+
+    model: Any                   # fused fp32 torch module in eval mode, on ``device``
+    sample: Any                  # torch tensor (batch, 3, imgsz, imgsz) on ``device``
+    args: dict
+    metadata: dict
+    workdir: Path
+    stem: str
+    device: Any
+    source: Any = None           # the YOLO object exported from (for data, names, preprocess)
+    _cache: dict = field(default_factory=dict)
+
+    @property
+    def imgsz(self) -> int:
+        return int(self.sample.shape[-1])
+
+    @property
+    def precision(self) -> str:
+        return precision_of(self.args)
+
+    def build(self, fmt: str, **overrides) -> Path:
+        """Export an intermediate artefact of another format into the work dir (no verification)."""
+        key = (fmt, tuple(sorted(overrides.items())))
+        if key in self._cache:
+            return self._cache[key]
+        backend = get(fmt)
+        backend.require_export()
+        args = {**self.args, **{k: v for k, v in overrides.items()}}
+        sub = self.workdir / f"{fmt}-{len(self._cache)}"
+        sub.mkdir(parents=True, exist_ok=True)
+        ctx = ExportContext(self.model, self.sample, args, dict(self.metadata, format=fmt), sub, self.stem,
+                            self.device, self.source)
+        path = backend.export(ctx)
+        self._cache[key] = path
+        return path
+
+    def calibration_images(self, n: int | None = None) -> np.ndarray:
+        """float32 NCHW images for INT8 calibration: from ``--data`` (the train split), else generated."""
+        from yolo_export.verify import calibration_batch
+
+        n = int(n or self.args.get("calib_images") or 256)
+        return calibration_batch(self.args.get("data"), self.imgsz, n, self.metadata.get("preprocess"),
+                                 fraction=self.args.get("fraction"))
+
+
+class Backend:
+    """Base class of every format. Subclasses set the class attributes and override the methods they need."""
+
+    name: str = ""                       # the --format value
+    aliases: tuple[str, ...] = ()
+    title: str = ""                      # human name for tables
+    suffix: str = ""                     # '.onnx' for a file, '_openvino_model' for a directory
+    is_dir: bool = False
+    extra: str = ""                      # pip extra that provides it
+    requires: tuple[str, ...] = ()       # import names needed to export and run
+    args: frozenset = frozenset()        # export args taken beyond COMMON_ARGS
+    layout: str = "NCHW"
+    tolerance: dict = {"fp32": (1e-4, 1.0), "fp16": (1e-2, 0.99), "int8": (None, 0.9)}
+    builds_on: str | None = None
+    can_predict: bool = True
+
+    # -- availability --------------------------------------------------------------------------
+    def missing(self) -> list[str]:
+        return [m for m in self.requires if importlib.util.find_spec(m.split(".")[0]) is None]
+
+    def is_available(self) -> tuple[bool, str]:
+        """Can this machine export this format? (False, one-line reason) if not."""
+        miss = self.missing()
+        if miss:
+            return False, f"needs the '{self.extra}' extra (missing {', '.join(miss)})"
+        return True, ""
+
+    def runtime_available(self) -> tuple[bool, str]:
+        """Can this machine run an artefact of this format? Defaults to is_available()."""
+        return self.is_available()
+
+    def require_export(self) -> None:
+        miss = self.missing()
+        if miss:
+            raise MissingDependency(f"{self.title or self.name} export", self.extra, f"missing {', '.join(miss)}")
+        ok, why = self.is_available()
+        if not ok:
+            raise NotAvailable(f"cannot export {self.title or self.name} here: {why}")
+
+    def require_runtime(self) -> None:
+        miss = self.missing()
+        if miss:
+            raise MissingDependency(f"running a {self.title or self.name} model", self.extra,
+                                    f"missing {', '.join(miss)}")
+        ok, why = self.runtime_available()
+        if not ok:
+            raise NotAvailable(f"cannot run a {self.title or self.name} model here: {why}")
+
+    # -- arguments ------------------------------------------------------------------------------
+    def accepted_args(self) -> set[str]:
+        return set(COMMON_ARGS) | set(self.args)
+
+    def check_args(self, args: dict) -> None:
+        """Refuse combinations this format does not take (raise ArgumentError). Called after defaults."""
+        if args.get("half") and args.get("int8"):
+            raise ArgumentError(f"{self.name}: choose one of --half and --int8")
+
+    def resolve_args(self, given: dict) -> dict:
+        """Validate user-given args (only those the user set) and fill defaults."""
+        accepted = self.accepted_args()
+        bad = [k for k, v in given.items() if k not in accepted and v not in (None, False, ARG_DEFAULTS.get(k))]
+        if bad:
+            takes = ", ".join(f"--{a}" for a in sorted(set(self.args)))
+            raise ArgumentError(
+                f"format '{self.name}' does not take {', '.join('--' + b for b in bad)}"
+                f" (it takes {takes or 'no format-specific options'}, plus --imgsz --batch --device)"
+            )
+        args = {k: ARG_DEFAULTS.get(k) for k in accepted}
+        args.update({k: v for k, v in given.items() if v is not None and k in accepted})
+        if args.get("batch") is None or int(args["batch"]) < 1:
+            raise ArgumentError(f"--batch must be a positive integer (got {args.get('batch')})")
+        self.check_args(args)
+        return args
+
+    # -- paths ----------------------------------------------------------------------------------
+    def output_path(self, base: Path, args: dict) -> Path:
+        """``base`` is the source path without suffix (``runs/x/best``)."""
+        return base.with_name(base.name + self.suffix)
+
+    def matches(self, path: Path) -> bool:
+        name = path.name.rstrip("/")
+        if self.is_dir:
+            return path.is_dir() and name.endswith(self.suffix)
+        return bool(self.suffix) and name.endswith(self.suffix) and not path.is_dir()
+
+    # -- the work -------------------------------------------------------------------------------
+    def export(self, ctx: ExportContext) -> Path:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def load(self, path: Path, device: str, metadata: dict) -> Runner:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def write_metadata(self, path: Path, meta: dict) -> None:
+        """Default for directory formats: ``metadata.yaml`` beside the model."""
+        from yolo_export.metadata import to_yaml_text
+        from yolo_export.utils import atomic_write_bytes
+
+        target = (path if path.is_dir() else path.parent) / "metadata.yaml"
+        atomic_write_bytes(target, to_yaml_text(meta).encode())
+
+    def read_metadata(self, path: Path) -> dict:
+        from yolo_export.metadata import from_yaml_text
+
+        target = (path if path.is_dir() else path.parent) / "metadata.yaml"
+        if not target.exists():
+            return {}
+        return from_yaml_text(target.read_text())
+
+    def version(self) -> str | None:
+        """The backend library's version, for reports."""
+        for m in self.requires:
+            try:
+                from importlib.metadata import version
+
+                return version(_DIST_NAMES.get(m, m))
+            except Exception:  # noqa: BLE001
+                continue
+        return None
+
+    def __repr__(self):
+        return f"<Backend {self.name}>"
+
+
+_DIST_NAMES = {"openvino": "openvino", "ncnn": "ncnn", "onnxruntime": "onnxruntime", "paddle": "paddlepaddle",
+               "tensorflow": "tensorflow-cpu", "coremltools": "coremltools", "tensorrt": "tensorrt", "MNN": "MNN",
+               "executorch": "executorch", "tensorflowjs": "tensorflowjs", "torch": "torch"}
+
+# ------------------------------------------------------------------------------------------ registry
+_REGISTRY: dict[str, Backend] = {}
+_ALIASES: dict[str, str] = {}
+_LOADED = False
+
+
+def register(cls):
+    """Class decorator: register a Backend subclass under its name and aliases."""
+    inst = cls() if isinstance(cls, type) else cls
+    if not inst.name:
+        raise YoloExportError(f"backend {cls!r} has no name")
+    _REGISTRY[inst.name] = inst
+    for a in inst.aliases:
+        _ALIASES[a] = inst.name
+    return cls
+
+
+def _load_all() -> None:
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    for mod in BUILTIN_MODULES:
+        try:
+            importlib.import_module(f"yolo_export.backends.{mod}")
+        except ModuleNotFoundError as e:
+            if e.name != f"yolo_export.backends.{mod}":
+                raise
+    if os.environ.get("YOLO_EXPORT_NO_PLUGINS"):
+        return
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+        except Exception as e:  # noqa: BLE001 - a broken plugin must not break the tool
+            from yolo_export.utils import LOGGER
+
+            LOGGER.warning(f"warning: backend plugin {ep.name!r} failed to load: {e}")
+            continue
+        if isinstance(obj, type) and issubclass(obj, Backend):
+            register(obj)
+        elif isinstance(obj, Backend):
+            register(obj)
+
+
+def names() -> list[str]:
+    _load_all()
+    return list(_REGISTRY)
+
+
+def all_backends() -> list[Backend]:
+    _load_all()
+    return list(_REGISTRY.values())
+
+
+def get(fmt: str) -> Backend:
+    _load_all()
+    key = str(fmt).lower().strip().lstrip(".")
+    key = _ALIASES.get(key, key)
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    from yolo_export.utils import nearest
+
+    guess = nearest(key, list(_REGISTRY) + list(_ALIASES))
+    guess = _ALIASES.get(guess, guess) if guess else None
+    hint = f"; did you mean '{guess}'?" if guess else ""
+    raise ArgumentError(f"unknown format '{fmt}'{hint} (formats: {', '.join(_REGISTRY)})")
+
+
+def for_path(path: str | Path) -> Backend:
+    _load_all()
+    p = Path(path)
+    if not p.exists():
+        raise YoloExportError(f"model not found: {path}")
+    # longest suffix first so that '_int8.tflite' style names resolve to the most specific backend
+    for b in sorted(_REGISTRY.values(), key=lambda b: -len(b.suffix)):
+        if b.matches(p):
+            return b
+    raise YoloExportError(
+        f"cannot tell the format of {path} (known: "
+        + ", ".join(f"{b.suffix}" + ("/" if b.is_dir else "") for b in _REGISTRY.values() if b.suffix)
+        + ")"
+    )
+
+
+def machine_summary() -> dict:
+    return {"system": platform.system(), "machine": platform.machine(), "python": platform.python_version(),
+            "cpu_count": os.cpu_count()}

@@ -1,0 +1,107 @@
+"""Small helpers shared across the package (no heavy imports here)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+LOGGER = logging.getLogger("yolo_export")
+if not LOGGER.handlers:
+    _h = logging.StreamHandler(sys.stderr)
+    _h.setFormatter(logging.Formatter("%(message)s"))
+    LOGGER.addHandler(_h)
+    LOGGER.setLevel(logging.INFO)
+    LOGGER.propagate = False
+
+
+def set_verbosity(verbose: bool | None) -> None:
+    """``True``: debug; ``False``: warnings only; ``None``: info."""
+    LOGGER.setLevel(logging.DEBUG if verbose else logging.WARNING if verbose is False else logging.INFO)
+
+
+def file_size_mb(path: str | Path) -> float:
+    p = Path(path)
+    if p.is_dir():
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) / 1e6
+    return p.stat().st_size / 1e6
+
+
+def cache_dir() -> Path:
+    """The user cache dir: $YOLO_EXPORT_CACHE, else $XDG_CACHE_HOME/yolo-export, else ~/.cache/yolo-export."""
+    env = os.environ.get("YOLO_EXPORT_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "yolo-export"
+
+
+def remove(path: str | Path) -> None:
+    p = Path(path)
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+def replace_path(src: str | Path, dst: str | Path) -> Path:
+    """Move a finished file or directory into place, replacing what was there.
+
+    Files move with one atomic ``os.replace``; a directory that already exists is moved aside first,
+    so that at no time is a half-written artefact visible under the final name.
+    """
+    src, dst = Path(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_dir() and dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        remove(old)
+        os.replace(dst, old)
+        os.replace(src, dst)
+        remove(old)
+    else:
+        if dst.is_dir():
+            remove(dst)
+        os.replace(src, dst)
+    return dst
+
+
+@contextlib.contextmanager
+def staging_dir(near: str | Path):
+    """A temporary directory beside ``near`` (same filesystem, so the final rename is atomic), removed on exit."""
+    parent = Path(near).parent
+    parent.mkdir(parents=True, exist_ok=True)
+    d = Path(tempfile.mkdtemp(prefix=f".{Path(near).name}.tmp-", dir=parent))
+    try:
+        yield d
+    finally:
+        remove(d)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def nearest(word: str, choices) -> str | None:
+    import difflib
+
+    m = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.4)
+    return m[0] if m else None
