@@ -218,5 +218,25 @@ def formats_cmd(as_json, verbose):
                    f"{'yes' if r['predict'] else 'no':<8} {r['reason']}")
 
 
+# Commands that live in their own modules (each imports only click at module level and exposes
+# ``register(group)``). Listed here so `yexport --help` shows them without importing torch.
+COMMAND_MODULES = ("yolo_export.cli_train", "yolo_export.cli_zoo", "yolo_export.cli_bench")
+
+
+def _register_command_modules() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:
+                continue
+            raise
+        mod.register(main)
+
+
+_register_command_modules()
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,102 @@
+"""Shared fixtures. Test models are generated here (tiny image sizes, small models); no weights are committed."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+IMGSZ = 32
+NAMES = [f"c{i}" for i in range(10)]
+
+
+def has(*modules: str) -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+def needs(*modules: str, extra: str):
+    """Skip marker for a backend library that is not installed (CI installs every extra that installs)."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    return pytest.mark.skipif(bool(missing), reason=f"needs the '{extra}' extra ({', '.join(missing)} not installed)")
+
+
+def sharpen(model, seed: int = 0, gain: float = 40.0):
+    """Make a random-init model confident: a random-init head gives near-uniform probabilities, which would make
+    top-1 agreement a coin toss and max-abs-diff checks meaningless. Scaling the classifier restores a spread."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    head = model.model[-1].linear
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(head.weight.shape, generator=g) * gain / head.weight.shape[1] ** 0.5)
+        head.bias.zero_()
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_yolo():
+    """A YOLO facade over a yolov8n-cls with 10 classes, imgsz 32, with a confident head."""
+    import torch
+
+    from yolo_export import YOLO
+
+    torch.manual_seed(0)
+    y = YOLO("yolov8n-cls.yaml", names=NAMES)
+    sharpen(y.model)
+    y.model.imgsz = IMGSZ
+    return y
+
+
+@pytest.fixture(scope="session")
+def tiny_pt(tiny_yolo, tmp_path_factory) -> Path:
+    """The tiny model saved as our .pt checkpoint (fp32 so that parity is exact)."""
+    from yolo_export.nn.checkpoint import save_checkpoint
+
+    p = tmp_path_factory.mktemp("pt") / "tiny.pt"
+    save_checkpoint(p, tiny_yolo.model, half=False)
+    return p
+
+
+@pytest.fixture()
+def pt_copy(tiny_pt, tmp_path) -> Path:
+    """A fresh copy of the tiny checkpoint in this test's own tmp dir (exports land beside it)."""
+    dst = tmp_path / "tiny.pt"
+    shutil.copy(tiny_pt, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory) -> Path:
+    """A folder of small real-looking RGB images (JPEG and PNG) of varied sizes."""
+    from PIL import Image
+
+    d = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i, (w, h) in enumerate([(64, 48), (40, 80), (100, 100), (33, 57)]):
+        yy, xx = np.mgrid[0:h, 0:w]
+        arr = np.stack([(xx * (i + 1) * 3) % 256, (yy * 5 + i * 40) % 256, rng.integers(0, 256, (h, w))], -1)
+        Image.fromarray(arr.astype(np.uint8)).save(d / f"img{i}.{'jpg' if i % 2 == 0 else 'png'}")
+    return d
+
+
+@pytest.fixture()
+def cli():
+    """Run the click CLI in-process; returns (exit_code, stdout, stderr)."""
+    from click.testing import CliRunner
+
+    from yolo_export.cli import main
+
+    def run(*args):
+        runner = CliRunner()
+        res = runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+        return res.exit_code, res.stdout, res.stderr
+
+    return run
+
+
+def python_exe() -> str:
+    return sys.executable
