@@ -1,0 +1,42 @@
+"""One metadata schema: Python-literal values where other YOLO runtimes expect them, JSON for ours, no eval."""
+
+import ast
+
+from yolo_export import metadata as md
+
+
+def sample():
+    return {"description": "x", "author": "yolo-export", "date": "2026-11-27T00:00:00", "version": "0.1.0",
+            "license": "AGPL-3.0 License", "stride": 1, "task": "classify", "batch": 1, "imgsz": [32, 32],
+            "names": {0: "cat", 1: "dog's"}, "args": {"batch": 1, "dynamic": False, "half": None},
+            "channels": 3, "preprocess": {"resize": 32, "crop": 32, "layout": "NCHW", "mean": [0, 0, 0]},
+            "verification": {"max_abs_diff": 1e-7, "status": "passed", "ok": True}}
+
+
+def test_literal_values_parse_as_python_literals():
+    enc = md.encode(sample())
+    assert all(isinstance(v, str) for v in enc.values())
+    assert ast.literal_eval(enc["names"]) == {0: "cat", 1: "dog's"}
+    assert ast.literal_eval(enc["imgsz"]) == [32, 32]
+    args = ast.literal_eval(enc["args"])  # JSON's true/false/null would break other runtimes
+    assert args == {"batch": 1, "dynamic": False, "half": None}
+    assert "false" not in enc["args"] and "null" not in enc["args"]
+
+
+def test_round_trip():
+    s = sample()
+    assert md.decode(md.encode(s)) == s
+
+
+def test_reads_foreign_json_and_refuses_code():
+    raw = {"names": '{"0": "a", "1": "b"}', "imgsz": "224", "stride": "32",
+           "args": "__import__('os').system('echo pwned')", "batch": "1"}
+    d = md.decode(raw)
+    assert d["names"] == {0: "a", 1: "b"}
+    assert d["imgsz"] == [224, 224] and d["stride"] == 32 and d["batch"] == 1
+    assert d["args"] == raw["args"]  # left as text, never evaluated
+
+
+def test_yaml_text_round_trip():
+    s = sample()
+    assert md.from_yaml_text(md.to_yaml_text(s)) == s
