@@ -106,4 +106,5 @@ def test_preprocess_defined_once_matches_manual(images):
     im = im.resize((32, 64), Image.Resampling.BILINEAR).crop((0, 16, 32, 48))
     ref = np.asarray(im, np.float32).transpose(2, 0, 1) / 255.0
     assert x.shape == (3, 32, 32) and x.dtype == np.float32
-    assert np.abs(x - ref).max() < 1e-6
+    # one resampling pass over the crop's source region equals resize-then-crop up to uint8 rounding
+    assert np.abs(x - ref).max() <= 1 / 255 + 1e-6 and np.abs(x - ref).mean() < 0.5 / 255

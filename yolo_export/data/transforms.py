@@ -88,17 +88,19 @@ def to_pil(img) -> Image.Image:
 
 
 def resize_crop(im: Image.Image, pp: dict) -> Image.Image:
+    """Resize the shorter side to ``resize`` and centre-crop ``crop``: one resampling pass over only the source
+    region that lands in the crop (PIL's ``box``), which is what resize-then-crop computes, for less work."""
     resize, crop = int(pp["resize"]), int(pp["crop"])
     w, h = im.size
-    if min(w, h) != resize:
-        s = resize / min(w, h)
-        nw, nh = (resize, max(resize, round(h * s))) if w <= h else (max(resize, round(w * s)), resize)
-        im = im.resize((nw, nh), _RESAMPLE.get(pp.get("interpolation", "bilinear"), Image.Resampling.BILINEAR))
-        w, h = im.size
-    if (w, h) != (crop, crop):
-        left, top = int(round((w - crop) / 2.0)), int(round((h - crop) / 2.0))
-        im = im.crop((left, top, left + crop, top + crop))
-    return im
+    s = resize / min(w, h)
+    sw, sh = (resize, max(resize, round(h * s))) if w <= h else (max(resize, round(w * s)), resize)
+    left, top = int(round((sw - crop) / 2.0)), int(round((sh - crop) / 2.0))
+    if (w, h) == (sw, sh):
+        return im if (w, h) == (crop, crop) else im.crop((left, top, left + crop, top + crop))
+    sx, sy = w / sw, h / sh
+    box = (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)
+    resample = _RESAMPLE.get(pp.get("interpolation", "bilinear"), Image.Resampling.BILINEAR)
+    return im.resize((crop, crop), resample, box=box)
 
 
 def to_array(im: Image.Image, pp: dict) -> np.ndarray:
