@@ -217,6 +217,14 @@ def _find_allowed(module: str, name: str):
 
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
+        # Protocol-2 pickles (torch.save's default) name builtins "__builtin__" (e.g. every nn.Module's
+        # _non_persistent_buffers_set); pickle's own find_class maps such Python 2 names, an override must too.
+        import _compat_pickle
+
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
         return _find_allowed(module, name)
 
 
