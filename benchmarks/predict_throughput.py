@@ -81,8 +81,8 @@ def main(argv=None):
     for name, path in models.items():
         y = YOLO(path)
         if name == "onnx":
-            from yolo_export.autobackend import AutoBackend
             from yolo_export.backends.onnx import OrtRunner
+
 
             ab = y.backend()
             ab.runner = OrtRunner(path, threads=a.threads)
@@ -91,7 +91,7 @@ def main(argv=None):
     x32 = np.stack([preprocess(f, pp) for f in files[:32]])
     res = {n: {"e2e_b1": [], "e2e_b32": [], "bare_b1": [], "bare_b32": [], "pre": [], "inf": [], "post": []}
            for n in runners}
-    for name, y in runners.items():  # warm-up
+    for y in runners.values():  # warm-up
         y.predict(files[:4])
         y.backend().run(x32)
     for _ in range(a.rounds):
@@ -117,7 +117,7 @@ def main(argv=None):
             res[name]["bare_b32"].append((time.perf_counter() - t) * 1e3 / (32 * reps))
 
     med = {n: {k: statistics.median(v) for k, v in d.items()} for n, d in res.items()}
-    for n, d in med.items():
+    for d in med.values():
         d["outside_runtime_share_b1"] = max(0.0, d["e2e_b1"] - d["bare_b1"]) / d["e2e_b1"]
         d["b32_vs_b1_per_image"] = d["e2e_b32"] / d["e2e_b1"]
 

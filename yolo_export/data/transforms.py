@@ -64,7 +64,8 @@ def open_image(path: str | Path, draft_to: int | None = None) -> Image.Image:
         im = im.convert("RGB")
         im.load()
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise ImageError(f"cannot read image {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ImageError(f"cannot read image {path}: {why}") from None
     return im
 
 
