@@ -89,7 +89,7 @@ def _meta_args(args: dict) -> dict:
 
 def _output_base(source, args) -> Path:
     p = source.ckpt_path
-    if p is None:
-        return Path.cwd() / (source.model_name or "model")
+    if p is None or getattr(source, "zoo_name", None):  # a zoo model lives in the cache: export here
+        return Path.cwd() / (getattr(source, "zoo_name", None) or source.model_name or "model")
     p = Path(p)
     return p.with_name(p.stem if p.suffix else p.name)

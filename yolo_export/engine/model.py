@@ -28,6 +28,7 @@ class YOLO:
         self._backend_key = None
         self.metrics = None
         self.last_export = None
+        self.zoo_name: str | None = None  # set when a zoo name resolved through the manifest
         src = str(model)
         p = Path(src)
         if p.suffix in (".yaml", ".yml"):
@@ -42,6 +43,7 @@ class YOLO:
                 from yolo_export import zoo
 
                 p = Path(zoo.resolve(src))
+                self.zoo_name = p.stem
             self._load_pt(p)
             if names is not None:
                 self.model.reset_classes(names)
