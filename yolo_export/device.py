@@ -14,8 +14,7 @@ def parse_device(device) -> str:
         return d
     if d == "cuda":
         return "cuda:0"
-    if d.startswith("cuda:"):
-        d = d[5:]
+    d = d.removeprefix("cuda:")
     if d.split(",")[0].isdigit():
         return f"cuda:{d.split(',')[0]}"
     raise YoloExportError(f"unknown device '{device}' (use cpu, 0, cuda:0)")

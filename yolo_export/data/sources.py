@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import glob as _glob
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -15,7 +15,7 @@ from yolo_export.errors import ImageError
 class Item:
     """One input: ``path`` (or a pseudo-name), the object to preprocess, and whether it came from a folder."""
 
-    __slots__ = ("path", "obj", "from_folder", "ready")
+    __slots__ = ("from_folder", "obj", "path", "ready")
 
     def __init__(self, path, obj, from_folder=False, ready=False):
         self.path, self.obj, self.from_folder, self.ready = path, obj, from_folder, ready
