@@ -13,9 +13,10 @@ import importlib
 import importlib.util
 import os
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -180,9 +181,9 @@ class Backend:
         accepted = self.accepted_args()
         bad = [k for k, v in given.items() if k not in accepted and v not in (None, False, ARG_DEFAULTS.get(k))]
         if bad:
-            takes = ", ".join(f"--{a}" for a in sorted(set(self.args)))
+            takes = ", ".join(f"--{a.replace('_', '-')}" for a in sorted(set(self.args)))
             raise ArgumentError(
-                f"format '{self.name}' does not take {', '.join('--' + b for b in bad)}"
+                f"format '{self.name}' does not take {', '.join('--' + b.replace('_', '-') for b in bad)}"
                 f" (it takes {takes or 'no format-specific options'}, plus --imgsz --batch --device)"
             )
         args = {k: ARG_DEFAULTS.get(k) for k in accepted}
@@ -249,6 +250,7 @@ _DIST_NAMES = {"openvino": "openvino", "ncnn": "ncnn", "onnxruntime": "onnxrunti
 _REGISTRY: dict[str, Backend] = {}
 _ALIASES: dict[str, str] = {}
 _LOADED = False
+_PLUGINS: dict[str, str] = {}   # format name -> entry point that registered it
 
 
 def register(cls):
@@ -277,18 +279,38 @@ def _load_all() -> None:
         return
     from importlib.metadata import entry_points
 
+    from yolo_export.utils import LOGGER
+
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             obj = ep.load()
+            inst = obj() if isinstance(obj, type) and issubclass(obj, Backend) else obj
+            if not isinstance(inst, Backend):
+                raise YoloExportError(f"{ep.value} is not a yolo_export.registry.Backend subclass or instance")
+            if not inst.name:
+                raise YoloExportError(f"{ep.value} has no format name")
+            if inst.name in _REGISTRY and inst.name not in _PLUGINS:
+                raise YoloExportError(f"format '{inst.name}' is built in; a plugin cannot replace it")
         except Exception as e:  # noqa: BLE001 - a broken plugin must not break the tool
-            from yolo_export.utils import LOGGER
-
             LOGGER.warning(f"warning: backend plugin {ep.name!r} failed to load: {e}")
             continue
-        if isinstance(obj, type) and issubclass(obj, Backend):
-            register(obj)
-        elif isinstance(obj, Backend):
-            register(obj)
+        register(inst)
+        _PLUGINS[inst.name] = ep.value
+
+
+def reload() -> None:
+    """Forget plugin backends and read the ``yolo_export.backends`` entry points again (built-ins stay).
+
+    For a long-running process (or a test) after a plugin package was installed or removed."""
+    global _LOADED
+    for name in list(_PLUGINS):
+        _REGISTRY.pop(name, None)
+        for alias in [a for a, n in _ALIASES.items() if n == name]:
+            del _ALIASES[alias]
+    _PLUGINS.clear()
+    _LOADED = False
+    importlib.invalidate_caches()
+    _load_all()
 
 
 def names() -> list[str]:

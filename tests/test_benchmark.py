@@ -1,0 +1,66 @@
+"""The benchmark matrix: honest statuses, the JSON/CSV/Markdown/PNG outputs, the --floor and baseline gates."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import needs
+
+pytestmark = needs("onnxruntime", extra="onnx")
+
+
+@pytest.fixture(scope="module")
+def digits_pt(tmp_path_factory, tiny_yolo):
+    from yolo_export.nn.checkpoint import save_checkpoint
+
+    p = tmp_path_factory.mktemp("bench") / "d.pt"
+    save_checkpoint(p, tiny_yolo.model, half=False)
+    return p
+
+
+def test_matrix_rows_files_and_statuses(cli, digits_pt, tmp_path):
+    code, out, err = cli("benchmark", "--model", digits_pt, "--data", "digits", "--imgsz", 32,
+                         "--formats", "onnx,torchscript,engine", "--precisions", "fp32,fp16", "--rounds", 1,
+                         "--max-images", 64, "--project", tmp_path, "--name", "run", "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    assert {"rows", "machine", "versions", "files"} <= set(res)
+    rows = {(r["format"], r["precision"]): r for r in res["rows"]}
+    assert rows[("pytorch", "fp32")]["status"] == "passed"
+    onnx = rows[("onnx", "fp32")]
+    assert onnx["status"] == "passed" and onnx["max_abs_diff"] <= 1e-4 and onnx["top1_agreement"] == 1.0
+    assert onnx["top1"] == rows[("pytorch", "fp32")]["top1"] and onnx["ms_per_img"] > 0 and onnx["fps"] > 0
+    fp16 = rows[("onnx", "fp16")]
+    # an untrained model's near-ties can flip in fp16, so judge the probabilities, not the status
+    assert fp16["max_abs_diff"] <= 1e-2, fp16
+    assert fp16["status"] == "passed" or fp16["reason"].startswith("top-1 agreement"), fp16
+    assert rows[("torchscript", "fp16")]["status"] == "not_available"  # fp16 TorchScript needs CUDA
+    engine = rows[("engine", "fp32")]
+    assert engine["status"] in ("not_available", "passed") and (engine["reason"] or engine["status"] == "passed")
+    for kind in ("json", "csv", "md", "png"):
+        assert Path(res["files"][kind]).exists(), kind
+    with open(res["files"]["csv"]) as f:
+        assert len(list(csv.DictReader(f))) == len(res["rows"])
+    assert "| onnx | fp32 | passed |" in Path(res["files"]["md"]).read_text()
+
+
+def test_floor_and_baseline_gates(cli, digits_pt, tmp_path):
+    base = tmp_path / "baseline.json"
+    base.write_text(json.dumps({"passed": ["onnx/fp32", "torchscript/fp32"]}))
+    args = ["benchmark", "--model", digits_pt, "--data", "digits", "--imgsz", 32, "--formats", "onnx",
+            "--precisions", "fp32", "--rounds", 1, "--max-images", 32, "--project", tmp_path]
+    code, out, err = cli(*args, "--baseline", base, "--floor", 0.0)
+    assert code == 0, err
+    code, out, err = cli(*args, "--floor", 1.01)  # no model reaches top-1 > 1: the gate must trip
+    assert code == 1 and "BELOW FLOOR onnx fp32" in err
+
+
+def test_regressions_logic():
+    from yolo_export.engine.benchmark import regressions
+
+    now = {"rows": [{"format": "onnx", "precision": "fp32", "status": "failed_parity", "reason": "x"},
+                    {"format": "openvino", "precision": "fp32", "status": "passed", "reason": ""}]}
+    assert regressions(now, {"passed": ["onnx/fp32", "openvino/fp32", "tflite/fp32"]}) == \
+        ["onnx/fp32: failed_parity (x)"]

@@ -1,0 +1,377 @@
+"""The benchmark matrix: every format x precision -> export, parity against the .pt, accuracy, latency.
+
+For each row: export (time, size), run the artefact through AutoBackend on the val split (exactly as predict and
+val run it), compare its probabilities with the source .pt's (max abs diff, top-1 agreement), count top-1/top-5
+against the labels, and time inference (ms per image at batch 1, images/s at a larger batch; after warm-up,
+median of repeated runs). A format that cannot run here is a row with its status and reason, never a gap.
+
+Statuses:
+  passed          exported, parity within the format's tolerance (and top-1 >= --floor when given)
+  failed_parity   exported, but disagrees with the .pt beyond tolerance
+  failed_accuracy exported, parity fine, top-1 below --floor
+  export_failed   the export raised (reason: its one-line error)
+  not_available   this machine cannot export it (missing extra, no GPU, not macOS, missing binary)
+  exported_only   exported, but this machine cannot run it (e.g. CoreML prediction needs macOS)
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from yolo_export import registry
+from yolo_export.utils import LOGGER, file_size_mb
+
+PRECISIONS = ("fp32", "fp16", "int8")
+STATUSES = ("passed", "failed_parity", "failed_accuracy", "export_failed", "not_available", "exported_only")
+FIELDS = ("format", "precision", "status", "reason", "size_mb", "export_s", "top1", "top5", "ms_per_img", "fps",
+          "max_abs_diff", "top1_agreement", "n_images", "threads", "batch")
+SKIP_BY_DEFAULT = {"pytorch"}  # the reference row is measured separately
+
+
+def supported_precisions(backend) -> list[str]:
+    out = ["fp32"]
+    if "half" in backend.args:
+        out.append("fp16")
+    if "int8" in backend.args:
+        out.append("int8")
+    return out
+
+
+def machine_name() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = ""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = " + " + torch.cuda.get_device_name(0)
+    except Exception:  # noqa: BLE001
+        pass
+    return f"{cpu} x{os.cpu_count()}{gpu}"
+
+
+def _slug(s: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in s).strip("-").lower()[:60]
+
+
+def load_split(data, split: str, pp: dict, max_images: int | None):
+    from yolo_export.data.datasets import resolve_dataset, scan_split
+    from yolo_export.data.transforms import preprocess
+
+    root = resolve_dataset(data)
+    samples, names = scan_split(root, split)
+    if max_images and len(samples) > max_images:
+        idx = np.random.default_rng(0).permutation(len(samples))[:max_images]
+        samples = [samples[i] for i in sorted(idx)]
+    x = np.stack([preprocess(p, pp) for p, _ in samples])
+    y = np.array([c for _, c in samples])
+    return x, y, names
+
+
+def run_batches(ab, x: np.ndarray, batch: int) -> np.ndarray:
+    return np.concatenate([ab.run(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+def time_runner(ab, x: np.ndarray, batch: int, rounds: int, warmup: int) -> tuple[float, float]:
+    x1, xb = x[:1], x[:batch]
+    if len(xb) < batch:
+        xb = np.concatenate([xb] * (batch // max(len(xb), 1) + 1))[:batch]
+    for _ in range(warmup):
+        ab.run(x1)
+        ab.run(xb)
+    t1, tb = [], []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for _ in range(5):
+            ab.run(x1)
+        t1.append((time.perf_counter() - t) / 5)
+        t = time.perf_counter()
+        ab.run(xb)
+        tb.append(time.perf_counter() - t)
+    return statistics.median(t1) * 1e3, batch / statistics.median(tb)
+
+
+def topk(probs: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    order = np.argsort(-probs, axis=1)
+    k = min(5, probs.shape[1])
+    return float((order[:, 0] == y).mean()), float((order[:, :k] == y[:, None]).any(1).mean())
+
+
+def benchmark(model, data="digits", imgsz: int | None = None, formats=None, precisions=None, device: str = "cpu",
+              batch: int = 32, rounds: int = 5, warmup: int = 2, floor: float | None = None, split: str = "val",
+              max_images: int | None = 1000, project: str | Path = "runs/benchmark", name: str | None = None,
+              progress: bool = True, keep: bool = True) -> dict:
+    """Run the matrix. ``formats``/``precisions``: lists (None = every registered format / every precision
+    each supports). Returns ``{"rows": [...], "machine": ..., "versions": ..., "files": {...}}``."""
+    import torch
+    from tqdm import tqdm
+
+    from yolo_export import YOLO, __version__
+    from yolo_export.autobackend import AutoBackend
+    from yolo_export.data.transforms import default_preprocess, with_imgsz
+
+    src = YOLO(model)
+    if src.model is None:
+        raise registry.ArgumentError("benchmark needs a PyTorch model (.pt or .yaml) to export from") \
+            if hasattr(registry, "ArgumentError") else ValueError("benchmark needs a .pt model")
+    imgsz = int(imgsz or src.imgsz)
+    pp = with_imgsz(src.preprocess, imgsz) if src.preprocess else default_preprocess(imgsz)
+    x, y, names = load_split(data, split, pp, max_images)
+    if len(names) != len(src.names):
+        LOGGER.warning(f"warning: the dataset has {len(names)} classes, the model {len(src.names)}")
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir = Path(project) / (name or f"{Path(str(model)).stem}-{stamp}")
+    art_dir = out_dir / "artefacts"
+    art_dir.mkdir(parents=True, exist_ok=True)
+    base_pt = art_dir / "model.pt"
+    src.model.imgsz = imgsz
+    src.save(base_pt)
+
+    all_b = {b.name: b for b in registry.all_backends()}
+    if formats:
+        chosen = [registry.get(f) for f in formats]
+    else:
+        chosen = [b for n, b in all_b.items() if n not in SKIP_BY_DEFAULT]
+    plan = []
+    for b in chosen:
+        precs = [p for p in (precisions or supported_precisions(b)) if p in PRECISIONS]
+        for p in precs:
+            plan.append((b, p))
+
+    threads = torch.get_num_threads()
+    ref_ab = AutoBackend(src.model, device=device)
+    ref_probs = run_batches(ref_ab, x, batch)
+    r_top1, r_top5 = topk(ref_probs, y)
+    r_ms, r_fps = time_runner(ref_ab, x, batch, rounds, warmup)
+    rows = [{"format": "pytorch", "precision": "fp32", "status": "passed", "reason": "reference",
+             "size_mb": round(file_size_mb(base_pt), 3), "export_s": 0.0, "top1": r_top1, "top5": r_top5,
+             "ms_per_img": r_ms, "fps": r_fps, "max_abs_diff": 0.0, "top1_agreement": 1.0, "n_images": len(x),
+             "threads": threads, "batch": batch}]
+    bar = tqdm(plan, desc="benchmark", disable=not progress, dynamic_ncols=True)
+    for b, prec in bar:
+        bar.set_postfix_str(f"{b.name} {prec}")
+        rows.append(_row(src, base_pt, b, prec, x, y, ref_probs, imgsz, data, device, batch, rounds, warmup,
+                         floor, art_dir, threads))
+    bar.close()
+    result = {"model": str(model), "data": str(data), "split": split, "imgsz": imgsz, "device": device,
+              "machine": machine_name(), "date": _dt.datetime.now().isoformat(timespec="seconds"),
+              "versions": _versions(chosen, __version__), "floor": floor, "rows": rows}
+    result["files"] = write_reports(result, out_dir)
+    if not keep:
+        import shutil
+
+        shutil.rmtree(art_dir, ignore_errors=True)
+    return result
+
+
+def _row(src, base_pt, b, prec, x, y, ref_probs, imgsz, data, device, batch, rounds, warmup, floor, art_dir,
+         threads) -> dict:
+    from yolo_export import YOLO
+    from yolo_export.autobackend import AutoBackend
+
+    row = {k: None for k in FIELDS}
+    row.update({"format": b.name, "precision": prec, "threads": threads, "batch": batch, "n_images": len(x)})
+    miss = b.missing()
+    ok, why = b.is_available() if not miss else (False, f"needs the '{b.extra}' extra (missing {', '.join(miss)})")
+    if not ok:
+        row.update(status="not_available", reason=why)
+        return row
+    kw = {"imgsz": imgsz, "verify": False, "device": device}
+    if prec == "fp16":
+        kw["half"] = True
+    elif prec == "int8":
+        kw.update(int8=True, data=data)
+    if "dynamic" in b.args:
+        kw.update(dynamic=True, batch=batch)
+    try:
+        b.resolve_args({k: v for k, v in kw.items() if k != "output"})
+    except Exception as e:  # noqa: BLE001 - e.g. fp16 TorchScript needs CUDA: this machine can't make that row
+        row.update(status="not_available", reason=_one_line(e))
+        return row
+    out = art_dir / f"{b.name}-{prec}"
+    out.mkdir(exist_ok=True)
+    y_src = YOLO(base_pt)
+    kw["output"] = str(b.output_path(out / "model", kw))
+    t0 = time.perf_counter()
+    try:
+        path = y_src.export(b.name, **kw)
+    except Exception as e:  # noqa: BLE001 - one row per failure, the matrix goes on
+        row.update(status="export_failed", reason=_one_line(e))
+        return row
+    row["export_s"] = round(time.perf_counter() - t0, 2)
+    row["size_mb"] = round(file_size_mb(path), 3)
+    rok, rwhy = b.runtime_available()
+    if not rok:
+        row.update(status="exported_only", reason=rwhy)
+        return row
+    try:
+        ab = AutoBackend(path, device=device)
+        probs = run_batches(ab, x, batch)
+        row["ms_per_img"], row["fps"] = time_runner(ab, x, batch, rounds, warmup)
+        close = getattr(ab, "close", None)
+        if close:
+            close()
+    except Exception as e:  # noqa: BLE001
+        row.update(status="failed_parity", reason=f"cannot run: {_one_line(e)}")
+        return row
+    row["top1"], row["top5"] = topk(probs, y)
+    row["max_abs_diff"] = float(np.abs(probs - ref_probs).max())
+    row["top1_agreement"] = float((probs.argmax(1) == ref_probs.argmax(1)).mean())
+    tol, min_agree = b.tolerance.get(prec, (None, 0.9))
+    if prec == "int8":
+        min_agree = max(min_agree, 0.98)
+    problems = []
+    if tol is not None and row["max_abs_diff"] > tol:
+        problems.append(f"max abs diff {row['max_abs_diff']:.2g} > {tol:g}")
+    if row["top1_agreement"] < min_agree:
+        problems.append(f"top-1 agreement {row['top1_agreement']:.1%} < {min_agree:.0%}")
+    if problems:
+        row.update(status="failed_parity", reason="; ".join(problems))
+    elif floor is not None and row["top1"] < floor:
+        row.update(status="failed_accuracy", reason=f"top-1 {row['top1']:.3f} < floor {floor}")
+    else:
+        row.update(status="passed", reason="")
+    return row
+
+
+def _one_line(e: Exception) -> str:
+    s = str(e).strip().splitlines()
+    return (s[0] if s else type(e).__name__)[:300]
+
+
+def _versions(backends, ours) -> dict:
+    import torch
+
+    v = {"yolo-export": ours, "python": platform.python_version(), "torch": torch.__version__}
+    for b in backends:
+        if not b.missing():
+            ver = b.version()
+            if ver:
+                v[b.name] = ver
+    return v
+
+
+# ------------------------------------------------------------------------------------------- reports
+def _fmt(v, spec):
+    return "" if v is None else format(v, spec)
+
+
+def table(result: dict) -> str:
+    hdr = (f"{'format':<12} {'prec':<5} {'status':<15} {'size MB':>8} {'export s':>8} {'top-1':>6} {'top-5':>6} "
+           f"{'ms/img':>7} {'img/s':>8} {'max diff':>9} {'agree':>6}  reason")
+    lines = [hdr, "-" * len(hdr)]
+    for r in result["rows"]:
+        lines.append(
+            f"{r['format']:<12} {r['precision']:<5} {r['status']:<15} {_fmt(r['size_mb'], '8.2f'):>8} "
+            f"{_fmt(r['export_s'], '8.1f'):>8} {_fmt(r['top1'], '6.3f'):>6} {_fmt(r['top5'], '6.3f'):>6} "
+            f"{_fmt(r['ms_per_img'], '7.2f'):>7} {_fmt(r['fps'], '8.0f'):>8} {_fmt(r['max_abs_diff'], '9.1e'):>9} "
+            f"{_fmt(r['top1_agreement'], '6.1%'):>6}  {r['reason'] or ''}")
+    return "\n".join(lines)
+
+
+def markdown(result: dict) -> str:
+    cols = ["format", "precision", "status", "size_mb", "export_s", "top1", "top5", "ms_per_img", "fps",
+            "max_abs_diff", "top1_agreement", "reason"]
+    out = [f"# Benchmark: {result['model']} on {result['data']} ({result['split']}), imgsz {result['imgsz']}",
+           "", f"Machine: {result['machine']} · {result['date']} · device {result['device']}", "",
+           "Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()), "",
+           "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in result["rows"]:
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            if isinstance(v, float):
+                v = f"{v:.2e}" if c == "max_abs_diff" else f"{v:.3f}" if c in ("top1", "top5", "top1_agreement") \
+                    else f"{v:.2f}"
+            cells.append("" if v is None else str(v).replace("|", "/"))
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def write_reports(result: dict, out_dir: Path) -> dict:
+    from yolo_export.utils import atomic_write_bytes
+
+    stem = f"benchmark-{_slug(result['machine'])}-{result['date'][:10]}"
+    files = {"json": out_dir / f"{stem}.json", "csv": out_dir / f"{stem}.csv", "md": out_dir / f"{stem}.md",
+             "png": out_dir / f"{stem}.png"}
+    atomic_write_bytes(files["json"], json.dumps(result, indent=2, default=str).encode())
+    atomic_write_bytes(files["md"], markdown(result).encode())
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(FIELDS))
+    w.writeheader()
+    for r in result["rows"]:
+        w.writerow({k: r.get(k) for k in FIELDS})
+    atomic_write_bytes(files["csv"], buf.getvalue().encode())
+    try:
+        chart(result, files["png"])
+    except Exception as e:  # noqa: BLE001 - a chart must not sink the run
+        LOGGER.warning(f"warning: chart not written ({e})")
+        files.pop("png")
+    return {k: str(v) for k, v in files.items()}
+
+
+def chart(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result["rows"] if r.get("size_mb") is not None and r.get("ms_per_img") is not None]
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
+    colours = {"passed": "tab:green", "failed_parity": "tab:red", "failed_accuracy": "tab:orange"}
+    markers = {"fp32": "o", "fp16": "s", "int8": "^"}
+    for r in rows:
+        ax.scatter(r["size_mb"], r["ms_per_img"], s=70, c=colours.get(r["status"], "tab:gray"),
+                   marker=markers.get(r["precision"], "o"), edgecolors="black", linewidths=0.5, zorder=3)
+        label = f"{r['format']} {r['precision']}" + (f"\n{r['top1']:.3f}" if r.get("top1") is not None else "")
+        ax.annotate(label, (r["size_mb"], r["ms_per_img"]), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    lat = [r["ms_per_img"] for r in rows if r["ms_per_img"]]
+    if lat and max(lat) / max(min(lat), 1e-9) > 20:
+        ax.set_yscale("log")
+    ax.set_xlabel("artefact size (MB)")
+    ax.set_ylabel("latency, batch 1 (ms / image)")
+    ax.set_title(f"{Path(result['model']).name} · imgsz {result['imgsz']} · {result['machine'][:60]}", fontsize=9)
+    ax.grid(alpha=0.3)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", ls="", color=c, label=s) for s, c in colours.items()]
+    handles += [Line2D([], [], marker=m, ls="", color="gray", label=p) for p, m in markers.items()]
+    ax.legend(handles=handles, fontsize=7, loc="best", title="status / precision (label: top-1)", title_fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def regressions(result: dict, baseline: dict) -> list[str]:
+    """Rows that passed in ``baseline`` (a previous result or a {"passed": ["fmt/prec", ...]} file) but not now."""
+    before = set(baseline.get("passed") or [f"{r['format']}/{r['precision']}" for r in baseline.get("rows", [])
+                                             if r.get("status") == "passed"])
+    now = {f"{r['format']}/{r['precision']}": r for r in result["rows"]}
+    out = []
+    for key in sorted(before):
+        r = now.get(key)
+        if r is None:
+            continue  # not in this run's selection
+        if r["status"] != "passed":
+            out.append(f"{key}: {r['status']} ({r.get('reason') or ''})")
+    return out
