@@ -54,8 +54,8 @@ def test_batch_and_stream_match_single(tiny_yolo, images):
     gen = tiny_yolo.predict(images, batch=2, stream=True)
     assert not isinstance(gen, list)
     streamed = [r.probs.data for r in gen]
-    assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(one, many))
-    assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(one, streamed))
+    assert all(np.allclose(a, b, atol=1e-4) for a, b in zip(one, many))
+    assert all(np.allclose(a, b, atol=1e-4) for a, b in zip(one, streamed))
 
 
 def test_corrupt_image_is_one_clear_error_and_skipped_in_folder(tiny_yolo, images, tmp_path, caplog):
