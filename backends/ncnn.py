@@ -1,0 +1,123 @@
+"""ncnn (``*_ncnn_model/`` with ``model.ncnn.param`` + ``model.ncnn.bin``): converted by pnnx from TorchScript.
+
+ncnn has no batch dimension: the runner takes one image at a time (``fixed_batch = 1``; AutoBackend loops).
+fp32 exports store fp32 weights and run with fp16/bf16 storage and fp16 arithmetic switched off, so they match
+PyTorch; ``--half`` stores fp16 weights and runs with fp16 storage. Metadata: ``metadata.yaml`` beside the model.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+
+from yolo_export.errors import ArgumentError, YoloExportError
+from yolo_export.registry import Backend, Runner, register
+
+PARAM, BIN = "model.ncnn.param", "model.ncnn.bin"
+
+
+class NcnnRunner(Runner):
+    """An ncnn Net on CPU. ``threads``: ncnn's num_threads (default: ncnn's own choice)."""
+
+    fixed_batch = 1
+
+    def __init__(self, path, metadata: dict | None = None, threads: int | None = None):
+        import ncnn
+
+        metadata = metadata or {}
+        half = bool((metadata.get("args") or {}).get("half"))
+        self.ncnn = ncnn
+        self.net = ncnn.Net()
+        opt = self.net.opt
+        opt.use_vulkan_compute = False
+        opt.use_fp16_storage = half
+        opt.use_fp16_packed = half
+        opt.use_fp16_arithmetic = False
+        opt.use_bf16_storage = False
+        if threads:
+            opt.num_threads = int(threads)
+        self.threads = opt.num_threads
+        param, weights = _files(path)
+        if self.net.load_param(str(param)) != 0 or self.net.load_model(str(weights)) != 0:
+            raise YoloExportError(f"ncnn could not load {param.name} / {weights.name} in {path}")
+        self.input_name = self.net.input_names()[0]
+        self.output_name = self.net.output_names()[0]
+        self.device = "cpu"
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        outs = []
+        for img in x:  # no batch dimension in ncnn
+            img = np.ascontiguousarray(img, dtype=np.float32)
+            with self.net.create_extractor() as ex:
+                ex.input(self.input_name, self.ncnn.Mat(img))
+                ret, out = ex.extract(self.output_name)
+                if ret != 0:
+                    raise YoloExportError(f"ncnn extract failed with code {ret}")
+                outs.append(np.array(out, dtype=np.float32).reshape(-1))
+        return np.stack(outs)
+
+    def close(self):
+        self.net.clear()
+
+
+def _files(path):
+    from pathlib import Path
+
+    path = Path(path)
+    param = path / PARAM
+    if not param.exists():
+        found = sorted(path.glob("*.param"))
+        if not found:
+            raise YoloExportError(f"no ncnn .param file in {path}")
+        param = found[0]
+    weights = param.with_suffix(".bin")
+    if not weights.exists():
+        raise YoloExportError(f"ncnn weights {weights.name} missing beside {param.name} in {path}")
+    return param, weights
+
+
+@register
+class NcnnBackend(Backend):
+    name = "ncnn"
+    title = "ncnn"
+    suffix = "_ncnn_model"
+    is_dir = True
+    extra = "ncnn"
+    requires = ("ncnn", "pnnx")
+    args = frozenset({"half"})
+    tolerance = {"fp32": (1e-4, 1.0), "fp16": (1e-2, 0.99), "int8": (None, 0.9)}
+
+    def check_args(self, args):
+        super().check_args(args)
+        if args.get("int8"):
+            raise ArgumentError("ncnn does not take --int8 here (ncnn's int8 needs its own calibration tables)")
+
+    def export(self, ctx):
+        import torch
+        from pnnx import EXEC_PATH
+
+        model = ctx.model.cpu().float().eval()
+        sample = ctx.sample.cpu().float()[:1]
+        scratch = ctx.workdir / "pnnx"
+        scratch.mkdir(parents=True, exist_ok=True)
+        ts_path = scratch / "model.torchscript"
+        with torch.no_grad():
+            torch.jit.trace(model, sample, strict=False, check_trace=False).save(str(ts_path))
+        out = ctx.workdir / f"{ctx.stem}{self.suffix}"
+        out.mkdir(parents=True, exist_ok=True)
+        shape = ",".join(str(int(s)) for s in sample.shape)
+        cmd = [EXEC_PATH, str(ts_path), f"inputshape=[{shape}]f32", "device=cpu",
+               f"fp16={1 if ctx.args.get('half') else 0}",
+               f"pnnxparam={scratch / 'model.pnnx.param'}", f"pnnxbin={scratch / 'model.pnnx.bin'}",
+               f"pnnxpy={scratch / 'model_pnnx.py'}", f"pnnxonnx={scratch / 'model.pnnx.onnx'}",
+               f"ncnnparam={out / PARAM}", f"ncnnbin={out / BIN}", f"ncnnpy={scratch / 'model_ncnn.py'}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=scratch)
+        if proc.returncode != 0 or not (out / PARAM).exists() or not (out / BIN).exists():
+            tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-1:] or ["no output"]
+            raise YoloExportError(f"pnnx failed to convert the model to ncnn (exit {proc.returncode}): {tail[0]}")
+        super().write_metadata(out, ctx.metadata)
+        return out
+
+    def load(self, path, device, metadata):
+        return NcnnRunner(path, metadata)

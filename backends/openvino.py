@@ -1,0 +1,194 @@
+"""OpenVINO (``*_openvino_model/`` with ``model.xml`` + ``model.bin``): converted from the PyTorch module.
+
+fp32 (default), fp16 weight compression (``--half``), INT8 post-training quantisation with NNCF calibrated on
+``--data`` images (``--int8``), dynamic batch (``--dynamic``). Metadata lives in the IR's ``rt_info``
+(``model_info/<key>``) and in ``metadata.yaml`` beside it.
+
+Precision at run time: OpenVINO runs fp32 IR in bfloat16 on CPUs that have bf16 units. On a yolov8n-cls that moved
+the probabilities by up to 0.16 (top-1 changed on 3 % of inputs), beyond even the fp16 tolerance, so the runner asks
+for ``INFERENCE_PRECISION_HINT=f32`` for every export (``--half`` halves the weights on disk; compute stays f32).
+The hint is recorded in metadata as ``inference_precision``; ``OpenVINORunner(path, precision="bf16")`` opts in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from yolo_export.errors import ArgumentError, YoloExportError
+from yolo_export.registry import Backend, Runner, register
+from yolo_export.utils import LOGGER
+
+XML, BIN = "model.xml", "model.bin"
+INPUT, OUTPUT = "images", "output0"
+RT_SECTION = "model_info"
+
+
+def _xml(path: Path) -> Path:
+    path = Path(path)
+    if path.is_file():
+        return path
+    if (path / XML).exists():
+        return path / XML
+    found = sorted(path.glob("*.xml"))
+    if not found:
+        raise YoloExportError(f"no OpenVINO .xml model in {path}")
+    return found[0]
+
+
+def inference_precision(metadata: dict) -> str | None:
+    """The INFERENCE_PRECISION_HINT to use for an artefact: what its metadata says, else f32."""
+    hint = metadata.get("inference_precision")
+    if hint:
+        return None if str(hint) == "default" else str(hint)
+    return "f32"
+
+
+class OpenVINORunner(Runner):
+    """Compiled OpenVINO model on CPU. ``threads``: INFERENCE_NUM_THREADS; ``precision``: overrides the hint."""
+
+    def __init__(self, path, metadata: dict | None = None, threads: int | None = None, precision: str | None = None):
+        import openvino as ov
+
+        metadata = metadata or {}
+        core = ov.Core()
+        model = core.read_model(str(_xml(path)))
+        config = {}
+        hint = precision if precision is not None else inference_precision(metadata)
+        if hint and hint != "default":
+            config["INFERENCE_PRECISION_HINT"] = hint
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.compiled = core.compile_model(model, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        shape = model.inputs[0].get_partial_shape()
+        b = shape[0]
+        self.fixed_batch = b.get_length() if b.is_static else None
+        self.device = "cpu"
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        res = self.request.infer({0: x})
+        return np.asarray(res[self.compiled.outputs[0]])
+
+
+@register
+class OpenVINOBackend(Backend):
+    name = "openvino"
+    aliases = ("ov",)
+    title = "OpenVINO"
+    suffix = "_openvino_model"
+    is_dir = True
+    extra = "openvino"
+    requires = ("openvino",)
+    args = frozenset({"half", "int8", "dynamic", "calib_images"})
+    tolerance = {"fp32": (1e-4, 1.0), "fp16": (1e-2, 0.99), "int8": (None, 0.9)}
+
+    def missing(self, int8: bool = False) -> list[str]:
+        miss = super().missing()
+        if int8:
+            from importlib.util import find_spec
+
+            miss += [m for m in ("nncf",) if find_spec(m) is None]
+        return miss
+
+    def check_args(self, args):
+        super().check_args(args)
+        if str(args.get("device") or "cpu") not in ("cpu", "CPU"):
+            raise ArgumentError("openvino exports and runs on the CPU here; drop --device")
+        n = args.get("calib_images")
+        if n is not None and int(n) < 1:
+            raise ArgumentError(f"--calib-images must be a positive integer (got {n})")
+        if args.get("int8") and self.missing(int8=True):
+            from yolo_export.errors import MissingDependency
+
+            raise MissingDependency("OpenVINO --int8 export", self.extra, "missing nncf")
+
+    def export(self, ctx):
+        import openvino as ov
+        import torch
+
+        model = ctx.model.cpu().float().eval()
+        sample = ctx.sample.cpu().float()
+        batch = -1 if ctx.args.get("dynamic") else int(sample.shape[0])
+        with torch.no_grad():
+            om = ov.convert_model(model, example_input=sample, input=[[batch, *sample.shape[1:]]])
+        om.inputs[0].get_tensor().set_names({INPUT})
+        om.outputs[0].get_tensor().set_names({OUTPUT})
+        if ctx.args.get("int8"):
+            om = self._quantize(om, ctx)
+        ctx.metadata["inference_precision"] = "f32"
+        if ctx.args.get("dynamic"):
+            ctx.metadata.setdefault("args", {})["dynamic"] = True
+        set_rt_info(om, ctx.metadata)
+        out = ctx.workdir / f"{ctx.stem}{self.suffix}"
+        out.mkdir(parents=True, exist_ok=True)
+        ov.save_model(om, str(out / XML), compress_to_fp16=bool(ctx.args.get("half")))
+        super().write_metadata(out, ctx.metadata)
+        return out
+
+    def _quantize(self, om, ctx):
+        import nncf
+
+        images = ctx.calibration_images()
+        src = ctx.args.get("data") or "generated images"
+        LOGGER.info(f"INT8: calibrating on {len(images)} images from {src} with NNCF...")
+        static = om.inputs[0].get_partial_shape()[0]
+        step = static.get_length() if static.is_static else 1
+        items = []
+        for i in range(0, len(images), step):
+            chunk = images[i:i + step]
+            if len(chunk) < step:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - len(chunk), axis=0)])
+            items.append(np.ascontiguousarray(chunk, dtype=np.float32))
+        return nncf.quantize(om, nncf.Dataset(items), subset_size=len(items),
+                             preset=nncf.QuantizationPreset.MIXED)
+
+    def load(self, path, device, metadata):
+        if str(device or "cpu") not in ("cpu", "CPU"):
+            LOGGER.warning(f"warning: OpenVINO runs on the CPU here (asked for {device})")
+        return OpenVINORunner(path, metadata)
+
+    def write_metadata(self, path: Path, meta):
+        """Metadata into ``rt_info`` (the IR is rewritten under temporary names, then renamed) and metadata.yaml."""
+        import openvino as ov
+
+        xml = _xml(path)
+        model = ov.Core().read_model(str(xml))
+        set_rt_info(model, meta)
+        tmp_xml = xml.with_name(f".{xml.stem}.meta-tmp.xml")
+        ov.save_model(model, str(tmp_xml), compress_to_fp16=False)
+        tmp_xml.with_suffix(".bin").replace(xml.with_suffix(".bin"))
+        tmp_xml.replace(xml)
+        super().write_metadata(path, meta)
+
+    def read_metadata(self, path):
+        """From ``rt_info`` where OpenVINO is installed, else (or if empty) from metadata.yaml."""
+        try:
+            meta = read_rt_info(path)
+        except ImportError:
+            meta = {}
+        return meta or super().read_metadata(path)
+
+
+def set_rt_info(model, meta: dict) -> None:
+    from yolo_export.metadata import encode
+
+    for k, v in encode(meta).items():
+        model.set_rt_info(str(v), [RT_SECTION, k])
+
+
+def read_rt_info(path) -> dict:
+    import openvino as ov
+
+    from yolo_export.metadata import decode
+
+    model = ov.Core().read_model(str(_xml(path)))
+    if not model.has_rt_info([RT_SECTION]):
+        return {}
+    section = model.get_rt_info([RT_SECTION])
+    raw = {}
+    for key in section.astype(dict):
+        raw[key] = model.get_rt_info([RT_SECTION, key]).astype(str)
+    return decode(raw)
