@@ -51,6 +51,7 @@ class YOLO:
             from yolo_export import registry
 
             backend = registry.for_path(p)
+            self._artefact_backend = backend
             self.format = backend.name
             self.ckpt_path = str(p)
             self.model_name = p.stem
@@ -67,19 +68,35 @@ class YOLO:
     # ------------------------------------------------------------------------------ properties
     @property
     def names(self) -> dict:
-        return dict(self.model.names) if self.model is not None else self.backend().names
+        if self.model is not None:
+            return dict(self.model.names)
+        return {int(k): v for k, v in (self.metadata.get("names") or {}).items()}
 
     @property
     def imgsz(self) -> int:
-        return int(getattr(self.model, "imgsz", 224)) if self.model is not None else self.backend().imgsz
+        if self.model is not None:
+            return int(getattr(self.model, "imgsz", 224))
+        sz = self.metadata.get("imgsz") or [224]
+        return int(sz[0] if isinstance(sz, (list, tuple)) else sz)
 
     @property
     def preprocess(self) -> dict | None:
-        return getattr(self.model, "preprocess", None) if self.model is not None else self.backend().preprocess
+        if self.model is not None:
+            return getattr(self.model, "preprocess", None)
+        from yolo_export.data.transforms import default_preprocess
+
+        return self.metadata.get("preprocess") or default_preprocess(self.imgsz)
 
     @property
     def metadata(self) -> dict:
-        return self.backend().metadata
+        """The artefact's metadata, read without loading its runtime (so it works where the format can't run)."""
+        if self._backend is not None:
+            return self._backend.metadata
+        if self.model is not None:
+            return self.backend().metadata
+        if getattr(self, "_metadata", None) is None:
+            self._metadata = self._artefact_backend.read_metadata(self._backend_path) or {}
+        return self._metadata
 
     def backend(self, device: str | None = None, half: bool = False):
         from yolo_export.autobackend import AutoBackend
