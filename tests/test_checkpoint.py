@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from ultralytics_fake import make_ultralytics_checkpoint
+
 from yolo_export import YOLO
 from yolo_export.errors import CheckpointError
 from yolo_export.nn.checkpoint import build_from_checkpoint, load_checkpoint, save_ultralytics_as_ours

@@ -39,7 +39,8 @@ def check_inputs(imgsz: int, n: int = 8, data: str | None = None, preprocess: di
 def calibration_batch(data, imgsz: int, n: int, preprocess: dict | None = None, split: str = "train",
                       fraction: float | None = None) -> np.ndarray:
     """Up to ``n`` preprocessed images from a dataset (``digits`` or an ImageFolder root), else generated."""
-    from yolo_export.data.transforms import default_preprocess, preprocess as prep, with_imgsz
+    from yolo_export.data.transforms import default_preprocess, with_imgsz
+    from yolo_export.data.transforms import preprocess as prep
 
     pp = with_imgsz(preprocess, imgsz) if preprocess else default_preprocess(imgsz)
     if not data:
@@ -77,7 +78,7 @@ def compare(ref: np.ndarray, out: np.ndarray, tol: float | None) -> dict:
     margin = srt[:, -1] - srt[:, -2] if ref.shape[1] > 1 else np.ones(len(ref))
     decisive = margin > 2 * (tol if tol is not None else 1e-2)
     return {
-        "n": int(len(ref)),
+        "n": len(ref),
         "max_abs_diff": diff,
         "mean_abs_diff": float(np.abs(ref - out).mean()) if ref.size else 0.0,
         "top1_agreement": float(agree.mean()) if len(ref) else 1.0,
