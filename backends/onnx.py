@@ -1,4 +1,9 @@
-"""ONNX (``.onnx``): one self-contained file, metadata in ``metadata_props``, run with ONNX Runtime."""
+"""ONNX (``.onnx``): one self-contained file, metadata in ``metadata_props``, run with ONNX Runtime.
+
+``--int8``: static post-training quantisation with onnxruntime's quantisation tools: QDQ format, per-channel int8
+weights, uint8 activations calibrated (min/max) on ``--calib-images`` images from ``--data`` (generated images when
+no data is given). The result is a plain ``.onnx`` that runs in ONNX Runtime like any other.
+"""
 
 from __future__ import annotations
 
@@ -23,14 +28,22 @@ class OrtRunner(Runner):
             opts.intra_op_num_threads = int(threads)
         opts.log_severity_level = 3
         providers = ["CPUExecutionProvider"]
-        if str(device).startswith("cuda"):
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                from yolo_export.errors import NotAvailable
+        from yolo_export.device import parse_device
 
+        cuda = parse_device(device).startswith("cuda")
+        if cuda:
+            from yolo_export.device import select_device
+            from yolo_export.errors import NotAvailable
+
+            idx = select_device(device).index or 0      # no GPU: one clear line before asking onnxruntime
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise NotAvailable("ONNX on CUDA needs onnxruntime-gpu (pip install onnxruntime-gpu) and an NVIDIA GPU")
-            idx = int(str(device).split(":")[1]) if ":" in str(device) else 0
             providers = [("CUDAExecutionProvider", {"device_id": idx}), "CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(path), opts, providers=providers)
+        if cuda and "CUDAExecutionProvider" not in self.session.get_providers():
+            # onnxruntime falls back to the CPU when its CUDA provider does not load; never do that silently
+            raise NotAvailable("onnxruntime-gpu could not start its CUDA provider (check that its CUDA and cuDNN "
+                               "libraries match the installed onnxruntime-gpu); use --device cpu")
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.output_name = self.session.get_outputs()[0].name
@@ -49,13 +62,19 @@ class OnnxBackend(Backend):
     suffix = ".onnx"
     extra = "onnx"
     requires = ("onnx", "onnxruntime")
-    args = frozenset({"half", "dynamic", "simplify", "opset"})
+    args = frozenset({"half", "int8", "dynamic", "simplify", "opset", "calib_images"})
 
     def check_args(self, args):
         super().check_args(args)
         op = args.get("opset")
         if op is not None and not (11 <= int(op) <= 20):
             raise ArgumentError(f"onnx: --opset must be between 11 and 20 (got {op})")
+        if args.get("int8"):
+            n = args.get("calib_images")
+            if n is not None and int(n) < 1:
+                raise ArgumentError(f"--calib-images must be a positive integer (got {n})")
+            if op is not None and int(op) < 13:
+                raise ArgumentError(f"onnx --int8 needs --opset 13 or later for per-channel weights (got {op})")
 
     def export(self, ctx):
         import onnx
@@ -79,6 +98,8 @@ class OnnxBackend(Backend):
             model = simplify(model)
         if ctx.args.get("half"):
             model = to_fp16(model)
+        if ctx.args.get("int8"):
+            model = quantize_int8(model, ctx)
         set_metadata(model, ctx.metadata)
         onnx.save(model, str(out), save_as_external_data=False)
         raw.unlink(missing_ok=True)
@@ -152,3 +173,86 @@ def to_fp16(model):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return convert_float_to_float16(model, keep_io_types=True)
+
+
+class _CalibrationReader:
+    """Feeds calibration batches (the model's batch size; 1 when dynamic) to onnxruntime, with a progress bar.
+
+    onnxruntime's ``CalibrationDataReader`` is duck-typed (``get_next`` returning a feed dict, then None), so this
+    class needs no onnxruntime import at module level.
+    """
+
+    def __init__(self, images: np.ndarray, batch: int, input_name: str):
+        self.batches = [np.ascontiguousarray(images[i:i + batch], dtype=np.float32)
+                        for i in range(0, len(images) - batch + 1, batch)] or [images[:batch]]
+        self.input_name = input_name
+        self._it = None
+        self._bar = None
+
+    def get_next(self):
+        import sys
+
+        from tqdm import tqdm
+
+        from yolo_export.utils import LOGGER
+
+        if self._it is None:
+            self._bar = tqdm(total=len(self.batches), desc="INT8 calibration", unit="batch", file=sys.stderr,
+                             leave=False, disable=LOGGER.level > 20)
+            self._it = iter(self.batches)
+        item = next(self._it, None)
+        if item is None:
+            self._bar.close()
+            return None
+        self._bar.update(1)
+        return {self.input_name: item}
+
+    def rewind(self):
+        self._it = None
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter(self.get_next, None)
+
+
+def quantize_int8(model, ctx):
+    """Static QDQ quantisation: per-channel int8 weights, uint8 activations calibrated on ``ctx`` images."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from yolo_export.utils import LOGGER
+
+    images = ctx.calibration_images(ctx.args.get("calib_images"))
+    batch = 1 if ctx.args.get("dynamic") else int(ctx.sample.shape[0])
+    if len(images) < batch:
+        images = np.concatenate([images] * (batch // max(len(images), 1) + 1))[:batch]
+    src = ctx.args.get("data") or "generated images (pass --data for a representative calibration set)"
+    LOGGER.info(f"INT8: calibrating on {len(images)} images from {src} (QDQ, per-channel weights)...")
+    fp32 = ctx.workdir / f"{ctx.stem}.fp32.onnx"
+    prep = ctx.workdir / f"{ctx.stem}.prep.onnx"
+    q = ctx.workdir / f"{ctx.stem}.int8.onnx"
+    onnx.save(model, str(fp32), save_as_external_data=False)
+    src_path = fp32
+    try:  # the pre-processing onnxruntime recommends before quantisation (graph optimisation + shape inference)
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quant_pre_process(str(fp32), str(prep))
+        src_path = prep
+    except Exception as e:  # noqa: BLE001 - quantising the un-preprocessed graph still works
+        LOGGER.debug(f"onnx int8: quant_pre_process failed ({e}); quantising the graph as exported")
+    reader = _CalibrationReader(images, batch, INPUT)
+    softmax = [n.name for n in onnx.load(str(src_path)).graph.node if n.op_type == "Softmax"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_static(str(src_path), str(q), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=softmax,
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+    out = onnx.load(str(q))
+    for f in (fp32, prep, q):
+        f.unlink(missing_ok=True)
+    return out
