@@ -1,0 +1,265 @@
+"""``yexport train``, ``yexport val`` and ``yexport demo`` (the README's end-to-end job). Imports only click here;
+torch and the rest are imported inside the commands."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import click
+
+from yolo_export.cli import _json_opt, _verbose_opt, emit_json, run_command
+
+# The README recipe: yolov8n-cls on the built-in digits at imgsz 32 (the digits augmentation preset applies).
+RECIPE = {"model": "yolov8n-cls.yaml", "data": "digits", "epochs": 20, "imgsz": 32, "batch": 64, "workers": 0,
+          "threads": 1}
+
+
+def _rank0() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _fmt(v, spec=".4f"):
+    return "-" if v is None else format(v, spec)
+
+
+@click.command("train")
+@click.option("--model", "-m", default="yolov8n-cls.yaml", show_default=True,
+              help="Model YAML (fresh weights), a .pt to fine-tune, or a zoo name.")
+@click.option("--data", "-d", help="'digits' (built in) or an ImageFolder root (train/<class>/*.jpg, val/...).")
+@click.option("--epochs", type=int, help="Epochs [20].")
+@click.option("--imgsz", type=int, help="Square training size [the model's, 224 for a YAML].")
+@click.option("--batch", type=int, help="Total batch size, split across DDP processes [64].")
+@click.option("--workers", type=int, help="DataLoader worker processes per rank (0: load in the main process) [2].")
+@click.option("--optimizer", help="auto, SGD, Adam or AdamW [auto: AdamW below 10k steps, else SGD].")
+@click.option("--lr0", type=float, help="Initial learning rate [0.001 Adam/AdamW, 0.01 SGD].")
+@click.option("--lrf", type=float, help="Final LR as a fraction of lr0 [0.01].")
+@click.option("--momentum", type=float, help="SGD momentum / Adam beta1 [0.9].")
+@click.option("--weight-decay", "weight_decay", type=float, help="Weight decay (not on biases and norms) [5e-4].")
+@click.option("--warmup-epochs", "warmup_epochs", type=float, help="Linear LR warmup, in epochs [1].")
+@click.option("--scheduler", type=click.Choice(["cosine", "linear"]), help="LR decay after warmup [cosine].")
+@click.option("--label-smoothing", "label_smoothing", type=float, help="[0.1]")
+@click.option("--ema/--no-ema", default=None, help="Keep an EMA of the weights (saved and validated) [on].")
+@click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA [on].")
+@click.option("--clip-grad", "clip_grad", type=float, help="Max gradient norm, 0 to turn off [10].")
+@click.option("--patience", type=int, help="Stop after this many epochs without a better top-1 [50].")
+@click.option("--seed", type=int, help="[0]")
+@click.option("--deterministic", is_flag=True, default=None, help="Deterministic algorithms (slower).")
+@click.option("--dropout", type=float, help="Dropout before the classifier layer [0].")
+@click.option("--fraction", type=float, help="Train on this share of each class (quick runs).")
+@click.option("--cache", is_flag=True, default=None, help="Keep decoded training images in RAM.")
+@click.option("--scale", type=float, help="RandomResizedCrop min area share [0.08 photos, 0.6 digits].")
+@click.option("--fliplr", type=float, help="Horizontal flip probability [0.5 photos, 0 digits].")
+@click.option("--hsv-h", "hsv_h", type=float, help="Hue jitter (share of a turn) [0.015 photos, 0 digits].")
+@click.option("--hsv-s", "hsv_s", type=float, help="Saturation jitter [0.4 photos, 0 digits].")
+@click.option("--hsv-v", "hsv_v", type=float, help="Brightness jitter [0.4 photos, 0.3 digits].")
+@click.option("--erasing", type=float, help="Random erasing probability [0.4 photos, 0 digits].")
+@click.option("--device", help="cpu, 0, cuda:0 (under torchrun each rank takes its LOCAL_RANK GPU).")
+@click.option("--threads", type=int, help="CPU threads per process [torch's default: one per core].")
+@click.option("--project", help="Runs folder [runs/classify].")
+@click.option("--name", help="Run name [train; train2, ... when taken].")
+@click.option("--exist-ok", "exist_ok", is_flag=True, default=None, help="Reuse the run folder if it exists.")
+@click.option("--resume", is_flag=False, flag_value="auto", default=None, metavar="[PATH]",
+              help="Resume a killed run: PATH to its last.pt, or the newest run under --project.")
+@click.option("--pretrained", help="Start from these weights (.pt, ours or Ultralytics-format): matching tensors.")
+@click.option("--plots/--no-plots", default=None, help="Write results.png and confusion_matrix.png [on].")
+@click.option("--progress/--no-progress", default=None, help="Progress bars on stderr [on].")
+@_json_opt
+@_verbose_opt
+def train_cmd(model, as_json, verbose, **opts):
+    """Train a classifier; writes <project>/<name>/ (weights/best.pt, last.pt, results.csv, plots)."""
+
+    def go():
+        from yolo_export import YOLO
+
+        kw = {k: v for k, v in opts.items() if v is not None}
+        if kw.get("resume") == "auto":
+            kw["resume"] = True
+        if kw.get("scale") is not None:
+            kw["scale"] = (kw["scale"], 1.0)
+        if not kw.get("data") and not kw.get("resume"):
+            from yolo_export.errors import DatasetError
+
+            raise DatasetError("train needs --data ('digits' or an ImageFolder root), or --resume")
+        y = YOLO(model) if not (kw.get("resume") and str(model).endswith(".yaml")) else YOLO("yolov8n-cls.yaml")
+        return y.train(**kw)
+
+    out = run_command(go, verbose, as_json)
+    if not _rank0():
+        return
+    if as_json:
+        emit_json(out)
+        return
+    click.echo(f"best.pt: {out['best']}  top1 {_fmt(out['top1'])}  top5 {_fmt(out['top5'])}  "
+               f"({out['epochs_run']} epochs, {out['time_s']:.1f}s, {out['images_per_s']:.0f} train img/s)")
+
+
+@click.command("val")
+@click.option("--model", "-m", required=True, help="A .pt or any exported model (best.onnx, ..._openvino_model/).")
+@click.option("--data", "-d", help="'digits' or an ImageFolder root [the dataset the model was trained on].")
+@click.option("--split", default="val", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--batch", type=int, default=32, show_default=True)
+@click.option("--imgsz", type=int, help="Input size (PyTorch models only; exports keep theirs).")
+@click.option("--device", default=None)
+@click.option("--workers", type=int, default=0, show_default=True)
+@click.option("--half", is_flag=True, help="fp16 on CUDA (PyTorch).")
+@click.option("--predictions", is_flag=True, help="Add each image's file and predicted class to the JSON.")
+@_json_opt
+@_verbose_opt
+def val_cmd(model, data, split, batch, imgsz, device, workers, half, predictions, as_json, verbose):
+    """Top-1/top-5, per-class accuracy, confusion matrix and speed of MODEL on a dataset split."""
+
+    def go():
+        from yolo_export import YOLO
+
+        y = YOLO(model, device=device)
+        return y.val(data=data, split=split, batch=batch, imgsz=imgsz, device=device, workers=workers, half=half,
+                     predictions=predictions, progress=not as_json)
+
+    m = run_command(go, verbose, as_json)
+    if as_json:
+        emit_json(dict(m))
+        return
+    click.echo(f"{m['model']} ({m['format']}) on {m['data']}/{m['split']}: top1 {m['top1']:.4f}  "
+               f"top5 {m['top5']:.4f}  ({m['n']} images)")
+    for name, acc in m["per_class"].items():
+        click.echo(f"  {name:>12}: {_fmt(acc)}")
+    sp = m["speed"]
+    click.echo(f"speed per image: preprocess {sp['preprocess']:.2f} ms, inference {sp['inference']:.2f} ms, "
+               f"postprocess {sp['postprocess']:.2f} ms")
+
+
+# ----------------------------------------------------------------------------------------------- demo
+def _sub(args: list[str], timeout: float):
+    """Run ``python -m yolo_export ARGS --json`` in its own process (one format cannot crash the demo)."""
+    import json
+    import subprocess
+    import sys
+
+    try:
+        p = subprocess.run([sys.executable, "-m", "yolo_export", *args, "--json"], capture_output=True, text=True,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, f"timed out after {timeout:.0f}s"
+    doc = None
+    for line in reversed(p.stdout.strip().splitlines()):
+        try:
+            doc = json.loads(line)
+            break
+        except ValueError:
+            continue
+    if p.returncode != 0 or doc is None or "error" in (doc or {}):
+        why = (doc or {}).get("error") if isinstance(doc, dict) else None
+        if not why:
+            tail = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
+            why = tail[-1] if tail else f"exit code {p.returncode}"
+            if p.returncode < 0:
+                why = f"crashed (signal {-p.returncode}); {why}"
+        return None, why
+    return doc, None
+
+
+@click.command("demo")
+@click.option("--project", default="runs/demo", show_default=True, help="Where the run and its exports go.")
+@click.option("--epochs", type=int, default=RECIPE["epochs"], show_default=True)
+@click.option("--imgsz", type=int, default=RECIPE["imgsz"], show_default=True)
+@click.option("--batch", type=int, default=RECIPE["batch"], show_default=True)
+@click.option("--formats", help="Comma-separated formats to export [every format that can export here].")
+@click.option("--workers", type=int, default=RECIPE["workers"], show_default=True)
+@click.option("--threads", type=int, default=RECIPE["threads"], show_default=True,
+              help="CPU threads for training (1 copes best with a busy shared CPU).")
+@click.option("--device", default=None)
+@click.option("--timeout", type=float, default=600, show_default=True, help="Seconds allowed per format.")
+@_json_opt
+@_verbose_opt
+def demo_cmd(project, epochs, imgsz, batch, formats, workers, threads, device, timeout, as_json, verbose):
+    """The whole path on the built-in digits: train yolov8n-cls, validate, export to every format installed,
+    validate each export, predict a few images, print a results table."""
+
+    def go():
+        from pathlib import Path
+
+        from yolo_export import YOLO, registry
+        from yolo_export.utils import LOGGER
+
+        t0 = time.perf_counter()
+        y = YOLO(RECIPE["model"])
+        tr = y.train(data=RECIPE["data"], epochs=epochs, imgsz=imgsz, batch=batch, workers=workers, threads=threads,
+                     project=project, name="train", exist_ok=True, device=device, progress=not as_json)
+        best = Path(tr["best"])
+        LOGGER.info(f"\nvalidating {best} ...")
+        ref = YOLO(best).val(data="digits", predictions=True, progress=False)
+        ref_pred = dict(zip(ref["files"], ref["predictions"]))
+        rows = [{"format": "pytorch", "status": "ok", "path": str(best), "size_mb": round(best.stat().st_size / 1e6, 2),
+                 "export_s": None, "top1": ref["top1"], "top5": ref["top5"], "agree": 1.0,
+                 "ms_per_img": round(ref["speed"]["inference"], 3), "note": "source (EMA weights, fp16 stored)"}]
+        wanted = [f.strip() for f in formats.split(",")] if formats else None
+        backends = [b for b in registry.all_backends() if b.name != "pytorch"]
+        if wanted:
+            backends = [registry.get(f) for f in wanted]
+        onnx_path = None
+        for b in backends:
+            row = {"format": b.name, "status": "", "path": None, "size_mb": None, "export_s": None, "top1": None,
+                   "top5": None, "agree": None, "ms_per_img": None, "note": ""}
+            rows.append(row)
+            ok, why = b.is_available()
+            if not ok:
+                row.update(status="skipped", note=why)
+                continue
+            LOGGER.info(f"exporting {b.name} ...")
+            doc, err = _sub(["export", str(best), "--format", b.name, "--data", "digits"], timeout)
+            if err:
+                row.update(status="export failed", note=err[:160])
+                continue
+            row.update(path=doc["path"], size_mb=doc["size_mb"], export_s=doc["time_s"])
+            rok, rwhy = b.runtime_available()
+            if not rok:
+                row.update(status="exported", note=f"not run here: {rwhy}")
+                continue
+            LOGGER.info(f"validating {doc['path']} ...")
+            vdoc, err = _sub(["val", "--model", doc["path"], "--data", "digits", "--predictions"], timeout)
+            if err:
+                row.update(status="val failed", note=err[:160])
+                continue
+            same = [ref_pred.get(f) == p for f, p in zip(vdoc["files"], vdoc["predictions"])]
+            row.update(status="ok", top1=vdoc["top1"], top5=vdoc["top5"], agree=sum(same) / max(len(same), 1),
+                       ms_per_img=round(vdoc["speed"]["inference"], 3))
+            if b.name == "onnx":
+                onnx_path = doc["path"]
+        pred_model = onnx_path or str(best)
+        files = ref["files"][:: max(1, len(ref["files"]) // 5)][:5]
+        preds = []
+        for r in YOLO(pred_model).predict(files):
+            preds.append({"image": r.path, "true": Path(r.path).parent.name, "pred": r.names[r.probs.top1],
+                          "conf": round(float(r.probs.top1conf), 4)})
+        return {"train": {k: tr[k] for k in ("top1", "top5", "best_epoch", "epochs_run", "time_s", "images_per_s",
+                                             "data_wait_share", "save_dir")},
+                "val": {k: ref[k] for k in ("top1", "top5", "n", "per_class")},
+                "formats": rows, "predict": {"model": pred_model, "results": preds},
+                "time_s": round(time.perf_counter() - t0, 1)}
+
+    out = run_command(go, verbose, as_json)
+    if as_json:
+        emit_json(out)
+        return
+    tr = out["train"]
+    click.echo(f"\ntrained yolov8n-cls on digits: best epoch {tr['best_epoch']}/{tr['epochs_run']}, top1 "
+               f"{tr['top1']:.4f}, top5 {tr['top5']:.4f} in {tr['time_s']:.0f}s ({tr['images_per_s']:.0f} img/s); "
+               f"run folder {tr['save_dir']}")
+    click.echo(f"\n{'format':<12} {'status':<14} {'size MB':>8} {'export s':>9} {'top1':>7} {'top5':>7} "
+               f"{'agree':>7} {'ms/img':>7}  note")
+    for r in out["formats"]:
+        click.echo(f"{r['format']:<12} {r['status']:<14} {_fmt(r['size_mb'], '8.2f'):>8} "
+                   f"{_fmt(r['export_s'], '9.1f'):>9} {_fmt(r['top1']):>7} {_fmt(r['top5']):>7} "
+                   f"{_fmt(r['agree'], '.1%'):>7} {_fmt(r['ms_per_img'], '.2f'):>7}  {r['note']}")
+    p = out["predict"]
+    click.echo(f"\npredictions with {p['model']}:")
+    for r in p["results"]:
+        click.echo(f"  {r['image']}: true {r['true']}, predicted {r['pred']} ({r['conf']:.2f})")
+    click.echo(f"\ndone in {out['time_s']:.0f}s")
+
+
+def register(group) -> None:
+    group.add_command(train_cmd)
+    group.add_command(val_cmd)
+    group.add_command(demo_cmd)
