@@ -75,7 +75,6 @@ class ExecuTorchBackend(Backend):
     extra = "executorch"
     requires = ("executorch", "torch")
     args = frozenset()
-    tolerance = {"fp32": (1e-4, 1.0), "fp16": (1e-2, 0.99), "int8": (None, 0.9)}
 
     def check_args(self, args):
         super().check_args(args)

@@ -101,7 +101,6 @@ class MNNBackend(Backend):
     extra = "mnn"
     requires = ("MNN", "_tools", "onnx", "onnxruntime")
     args = frozenset({"half", "int8", "dynamic", "simplify"})
-    tolerance = {"fp32": (1e-4, 1.0), "fp16": (1e-2, 0.99), "int8": (None, 0.9)}
     builds_on = "onnx"
 
     def runtime_available(self):

@@ -83,7 +83,6 @@ class OpenVINOBackend(Backend):
     extra = "openvino"
     requires = ("openvino",)
     args = frozenset({"half", "int8", "dynamic", "calib_images"})
-    tolerance = {"fp32": (1e-4, 1.0), "fp16": (1e-2, 0.99), "int8": (None, 0.9)}
 
     def missing(self, int8: bool = False) -> list[str]:
         miss = super().missing()

@@ -8,6 +8,9 @@ alive as one subprocess per loaded model and fed float32 NHWC batches over stdin
 Node modules are looked up in ``$YOLO_EXPORT_NODE_PATH`` (an npm prefix or a ``node_modules`` dir), else in
 ``<cache_dir>/node`` (``~/.cache/yolo-export/node``); install them with the command ``npm_install_command()`` gives.
 Metadata: ``metadata.yaml`` inside the directory, and the same map in ``model.json``'s ``userDefinedMetadata``.
+Browser demo: the export also writes ``index.html`` + ``demo.js`` (``tfjs_demo.*`` here) and ``vendor/`` (the
+tfjs-core/-backend-cpu/-backend-wasm/-converter browser bundles, copied from those npm packages) into the folder;
+without the npm packages it logs one line and writes the model only. ``YOLO_EXPORT_TFJS_DEMO=0`` turns it off.
 """
 
 from __future__ import annotations
@@ -30,6 +33,12 @@ from yolo_export.errors import NotAvailable, YoloExportError
 from yolo_export.registry import Backend, Runner, register
 
 RUNNER_JS = Path(__file__).with_name("tfjs_runner.js")
+DEMO_ASSETS = {"index.html": "tfjs_demo.html", "demo.js": "tfjs_demo.js"}  # web model file <- package file
+# Browser bundles copied into <web_model>/vendor/ from the runner's npm packages: (package, file, needed).
+DEMO_VENDOR = (("tfjs-core", "tf-core.min.js", True), ("tfjs-backend-cpu", "tf-backend-cpu.min.js", True),
+               ("tfjs-converter", "tf-converter.min.js", True), ("tfjs-backend-wasm", "tf-backend-wasm.min.js", False),
+               ("tfjs-backend-wasm", "tfjs-backend-wasm.wasm", False),
+               ("tfjs-backend-wasm", "tfjs-backend-wasm-simd.wasm", False))
 NPM_PACKAGES = ("@tensorflow/tfjs-core@4.22.0", "@tensorflow/tfjs-converter@4.22.0",
                 "@tensorflow/tfjs-backend-cpu@4.22.0", "@tensorflow/tfjs-backend-wasm@4.22.0")
 NODE_MIN_MAJOR = 18
@@ -68,6 +77,49 @@ def node_status() -> tuple[bool, str]:
     if _modules_dir(node_prefix()) is None:
         return False, f"needs the TF.js npm packages in {node_prefix()}: run {npm_install_command()}"
     return True, ""
+
+
+def demo_vendor_files(prefix: Path | None = None) -> tuple[dict[str, Path], str]:
+    """The browser bundles the demo needs ({name: source}), or ({}, why not) when the npm packages are missing.
+    The wasm backend is optional (the page falls back to the cpu backend); core, cpu and converter are needed."""
+    prefix = prefix or node_prefix()
+    for d in (prefix / "node_modules", prefix):
+        found, missing = {}, []
+        for pkg, name, needed in DEMO_VENDOR:
+            src = d / "@tensorflow" / pkg / "dist" / name
+            if src.is_file():
+                found[name] = src
+            elif needed:
+                missing.append(f"@tensorflow/{pkg}/dist/{name}")
+        if not missing:
+            if not all(n in found for p, n, _ in DEMO_VENDOR if p == "tfjs-backend-wasm"):
+                found = {n: f for n, f in found.items() if not n.startswith(("tf-backend-wasm", "tfjs-backend-wasm"))}
+            return found, ""
+    partly = f" (missing {', '.join(missing)})" if len(missing) < sum(need for *_, need in DEMO_VENDOR) else ""
+    return {}, f"needs the TF.js npm packages in {prefix}{partly}: run {npm_install_command()}"
+
+
+def write_browser_demo(model_dir: Path, shown: str | None = None) -> bool:
+    """Write ``index.html``, ``demo.js`` and ``vendor/*`` (copied from the npm packages; nothing is fetched) into a
+    web model folder. Logs one line and returns False where the npm packages are missing; never raises for that.
+    ``shown``: how the log names the folder (the export writes into a staging dir; it shows the folder's name)."""
+    from yolo_export.utils import LOGGER
+
+    model_dir = Path(model_dir)
+    files, why = demo_vendor_files()
+    if not files:
+        LOGGER.info(f"TF.js browser demo not written: {why}")
+        return False
+    vendor = model_dir / "vendor"
+    vendor.mkdir(parents=True, exist_ok=True)
+    for name, src in files.items():
+        shutil.copyfile(src, vendor / name)
+    for name, asset in DEMO_ASSETS.items():
+        shutil.copyfile(Path(__file__).with_name(asset), model_dir / name)
+    shown = shown or str(model_dir)
+    LOGGER.info(f"TF.js browser demo: {shown}/index.html (serve the folder over HTTP, e.g. "
+                f"python -m http.server -d {shlex.quote(shown)}, then open http://localhost:8000/)")
+    return True
 
 
 class NodeRunner(Runner):
@@ -171,6 +223,8 @@ class TfjsBackend(Backend):
         LOGGER.info(f"converting TF SavedModel -> TF.js graph model ({ctx.precision} weights)...")
         run_worker("tfjs", "TF.js conversion", saved_model=Path(sm), out=out, quant=ctx.precision)
         self.write_metadata(out, ctx.metadata)
+        if os.environ.get("YOLO_EXPORT_TFJS_DEMO", "1") != "0":
+            write_browser_demo(out, shown=Path(ctx.args.get("output") or out).name)
         return out
 
     def load(self, path, device, metadata):
@@ -211,7 +265,10 @@ def _main(argv: list[str]) -> int:
     if argv[:1] == ["prefix"]:
         print(node_prefix())
         return 0
-    sys.stderr.write("usage: python -m yolo_export.backends.tfjs {npm-command [PREFIX] | npm-packages | prefix}\n")
+    if argv[:1] == ["demo"] and len(argv) == 2 and (Path(argv[1]) / "model.json").is_file():
+        return 0 if write_browser_demo(Path(argv[1])) else 1
+    sys.stderr.write("usage: python -m yolo_export.backends.tfjs {npm-command [PREFIX] | npm-packages | prefix | "
+                     "demo WEB_MODEL_DIR}\n")
     return 2
 
 

@@ -40,8 +40,9 @@ def _json_default(o):
 
 def run_command(fn, verbose: bool, as_json: bool = False):
     """Call ``fn``; turn any error into one line on stderr and a non-zero exit (traceback with --verbose)."""
-    from yolo_export.utils import set_verbosity
+    from yolo_export.utils import LOGGER, set_verbosity
 
+    level = LOGGER.level
     set_verbosity(True if verbose else (False if as_json else None))
     try:
         return fn()
@@ -62,6 +63,8 @@ def run_command(fn, verbose: bool, as_json: bool = False):
             emit_json({"error": msg, "type": type(e).__name__})
         click.echo(f"error: {msg}", err=True)
         sys.exit(2 if isinstance(e, ArgumentError) else 1)
+    finally:
+        LOGGER.setLevel(level)  # in-process callers (tests, notebooks) keep their log level
 
 
 def _verbose_opt(f):

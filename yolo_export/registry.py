@@ -95,13 +95,17 @@ class ExportContext:
         return precision_of(self.args)
 
     def build(self, fmt: str, **overrides) -> Path:
-        """Export an intermediate artefact of another format into the work dir (no verification)."""
+        """Export an intermediate artefact of another format into the work dir (no verification).
+
+        Precision flags (``half``, ``int8``) are off unless ``overrides`` set them."""
         key = (fmt, tuple(sorted(overrides.items())))
         if key in self._cache:
             return self._cache[key]
         backend = get(fmt)
         backend.require_export()
-        args = {**self.args, **{k: v for k, v in overrides.items()}}
+        # an intermediate is full precision unless the caller asks otherwise (an INT8 engine quantises itself;
+        # it must not be built on an already-quantised ONNX)
+        args = {**self.args, "half": False, "int8": False, **overrides}
         sub = self.workdir / f"{fmt}-{len(self._cache)}"
         sub.mkdir(parents=True, exist_ok=True)
         ctx = ExportContext(self.model, self.sample, args, dict(self.metadata, format=fmt), sub, self.stem,
@@ -131,7 +135,10 @@ class Backend:
     requires: tuple[str, ...] = ()       # import names needed to export and run
     args: frozenset = frozenset()        # export args taken beyond COMMON_ARGS
     layout: str = "NCHW"
-    tolerance: dict = {"fp32": (1e-4, 1.0), "fp16": (1e-2, 0.99), "int8": (None, 0.9)}
+    # (max abs prob diff, min top-1 agreement on decisive inputs) judged at export time on a few inputs.
+    # INT8 gets no diff bound and a sanity floor that catches broken conversions (they land near chance);
+    # its real accuracy is measured on a val split by `yexport benchmark` (goal: >= 98 % agreement there).
+    tolerance: dict = {"fp32": (1e-4, 1.0), "fp16": (1e-2, 0.99), "int8": (None, 0.5)}
     builds_on: str | None = None
     can_predict: bool = True
 
