@@ -113,3 +113,27 @@ def cli():
 
 def python_exe() -> str:
     return sys.executable
+
+
+@pytest.fixture(scope="session")
+def trained_pt(tmp_path_factory) -> Path:
+    """A yolov8n-cls really trained on the built-in digits (8 epochs, imgsz 32: val top-1 ~0.97, ~25 s).
+
+    INT8 and fp16 checks need a trained model: an untrained one has no margins to keep. Trained once per test
+    run and shared between xdist workers through a file lock in the run's common temp dir.
+    """
+    import fcntl
+
+    from yolo_export import YOLO
+
+    root = tmp_path_factory.getbasetemp()
+    shared = root.parent if root.name.startswith("popen-gw") else root
+    out = shared / "trained-digits" / "t" / "weights" / "best.pt"
+    with open(shared / "trained-digits.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not out.exists():
+            YOLO("yolov8n-cls.yaml").train(data="digits", epochs=8, imgsz=32, batch=64, workers=0, threads=1, seed=0,
+                                           project=str(shared / "trained-digits"), name="t", exist_ok=True,
+                                           progress=False, plots=False)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    return out
