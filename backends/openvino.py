@@ -141,8 +141,12 @@ class OpenVINOBackend(Backend):
             if len(chunk) < step:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - len(chunk), axis=0)])
             items.append(np.ascontiguousarray(chunk, dtype=np.float32))
-        return nncf.quantize(om, nncf.Dataset(items), subset_size=len(items),
-                             preset=nncf.QuantizationPreset.MIXED)
+        import contextlib
+        import sys
+
+        with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars print to stdout; keep it for --json
+            return nncf.quantize(om, nncf.Dataset(items), subset_size=len(items),
+                                 preset=nncf.QuantizationPreset.MIXED)
 
     def load(self, path, device, metadata):
         if str(device or "cpu") not in ("cpu", "CPU"):

@@ -440,6 +440,7 @@ def _edgetpu_lib() -> str | None:
 @register
 class EdgeTPUBackend(TFLiteBackend):
     name = "edgetpu"
+    precisions = ("int8",)  # full-integer only
     aliases = ("coral",)
     title = "Edge TPU"
     suffix = "_edgetpu.tflite"

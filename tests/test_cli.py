@@ -60,3 +60,16 @@ def test_formats_lists_registry(cli):
     rows = {r["format"]: r for r in json.loads(out)["formats"]}
     assert {"pytorch", "torchscript", "onnx"} <= set(rows)
     assert rows["torchscript"]["export"] is True
+
+
+@needs("openvino", "nncf", extra="openvino")
+def test_json_stdout_stays_one_document_when_a_library_prints(pt_copy):
+    # NNCF draws its progress bars on stdout; --json must still print exactly one JSON document there
+    import os
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    out = subprocess.run([sys.executable, "-m", "yolo_export", str(pt_copy), "--format", "openvino", "--int8",
+                          "--calib-images", "8", "--json"], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    doc = json.loads(out.stdout)
+    assert doc["format"] == "openvino" and doc["precision"] == "int8"

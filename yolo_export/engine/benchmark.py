@@ -38,6 +38,8 @@ SKIP_BY_DEFAULT = {"pytorch"}  # the reference row is measured separately
 
 
 def supported_precisions(backend) -> list[str]:
+    if getattr(backend, "precisions", None):
+        return list(backend.precisions)
     out = ["fp32"]
     if "half" in backend.args:
         out.append("fp16")
@@ -187,8 +189,7 @@ def _row(src, base_pt, b, prec, x, y, ref_probs, imgsz, data, device, batch, rou
 
     row = {k: None for k in FIELDS}
     row.update({"format": b.name, "precision": prec, "threads": threads, "batch": batch, "n_images": len(x)})
-    miss = b.missing()
-    ok, why = b.is_available() if not miss else (False, f"needs the '{b.extra}' extra (missing {', '.join(miss)})")
+    ok, why = b.is_available()
     if not ok:
         row.update(status="not_available", reason=why)
         return row
