@@ -88,11 +88,24 @@ class Skip(Exception):
     pass
 
 
-def sharpen(model, gain: float = 40.0, seed: int = 0):
-    """A random-init head gives near-uniform probabilities; scale it so top-1 is decided by a clear margin."""
+def sharpen(model, gain: float = 4.0, seed: int = 0, imgsz: int = 224):
+    """Make a random-init model numerically like a trained one: at init BatchNorm's running statistics do not match
+    the activations, which shrink layer by layer until every class gets the same probability. Re-estimate the BN
+    statistics on smooth random images, then give the head a spread, so parity figures mean something."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.no_grad():
+        lo = torch.rand(8, 3, max(imgsz // 8, 2), max(imgsz // 8, 2), generator=g)
+        model(torch.nn.functional.interpolate(lo, size=imgsz, mode="bilinear", align_corners=False))
+    for m in bns:
+        m.momentum = 0.03
+    model.eval()
     head = model.model[-1].linear
     with torch.no_grad():
         head.weight.copy_(torch.randn(head.weight.shape, generator=g) * gain / head.weight.shape[1] ** 0.5)
@@ -188,7 +201,7 @@ def main(argv=None):
     # 2. the model
     torch.manual_seed(0)
     src = YOLO("yolov8n-cls.yaml")
-    sharpen(src.model)
+    sharpen(src.model, imgsz=a.imgsz)
     src.model.imgsz = a.imgsz
     pt = Path(src.save(work / "yolov8n-cls.pt"))
     x = check_inputs(a.imgsz, 32, seed=3)

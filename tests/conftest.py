@@ -24,30 +24,13 @@ def needs(*modules: str, extra: str):
     return pytest.mark.skipif(bool(missing), reason=f"needs the '{extra}' extra ({', '.join(missing)} not installed)")
 
 
-def sharpen(model, seed: int = 0, gain: float = 4.0, imgsz: int = 32):
-    """Make a random-init model behave like a trained one numerically. At init, BatchNorm's running statistics
-    (mean 0, var 1) do not match the activations, which shrink layer by layer until every class gets the same
-    probability to 1e-7: top-1 agreement would be a coin toss and max-abs-diff checks meaningless. We re-estimate
-    the BN statistics on smooth random images (as a short training run would) and give the head a spread."""
-    import torch
+def sharpen(model, seed: int = 0, imgsz: int = 32):
+    """Make a random-init model behave like a trained one numerically (see ``backend_models.condition``): at init,
+    BatchNorm's running statistics do not match the activations, which shrink layer by layer until every class gets
+    the same probability to 1e-7, so top-1 agreement would be a coin toss and max-abs-diff checks meaningless."""
+    from backend_models import condition
 
-    g = torch.Generator().manual_seed(seed)
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the calibration batches
-    model.train()
-    with torch.no_grad():
-        for _ in range(4):
-            lo = torch.rand(16, 3, imgsz // 8, imgsz // 8, generator=g)
-            model(torch.nn.functional.interpolate(lo, size=imgsz, mode="bilinear", align_corners=False))
-    for m in bns:
-        m.momentum = 0.03
-    head = model.model[-1].linear
-    with torch.no_grad():
-        head.weight.copy_(torch.randn(head.weight.shape, generator=g) * gain / head.weight.shape[1] ** 0.5)
-        head.bias.zero_()
-    return model.eval()
+    return condition(model, imgsz, seed=seed)
 
 
 @pytest.fixture(scope="session")

@@ -63,15 +63,24 @@ def test_onnx_single_file_no_external_data_and_metadata_props(pt_copy):
 
 
 @onnx_only
-def test_onnx_fp16_within_tolerance(pt_copy, images):
-    y = YOLO(pt_copy)
-    path = y.export("onnx", half=True)
+def test_onnx_fp16_within_tolerance(trained_pt, tmp_path):
+    # fp16 is judged on a trained model: an untrained one has no margins and amplifies weight rounding
+    import shutil
+
+    from yolo_export.data.datasets import resolve_dataset
+
+    pt = tmp_path / "best.pt"
+    shutil.copy(trained_pt, pt)
+    y = YOLO(pt)
+    path = y.export("onnx", half=True, data="digits")
     par = y.last_export.parity
-    assert par["precision"] == "fp16" and par["max_abs_diff"] <= 1e-2 and par["top1_agreement_decisive"] >= 0.99
-    fp32 = Path(YOLO(pt_copy).export("onnx", output=str(pt_copy.parent / "f.onnx")))
+    assert par["precision"] == "fp16" and par["max_abs_diff"] <= 1e-2 and par["top1_agreement"] >= 0.99
+    fp32 = Path(YOLO(pt).export("onnx", output=str(tmp_path / "f.onnx")))
     assert Path(path).stat().st_size < 0.6 * fp32.stat().st_size
-    a, b = y(images), YOLO(path)(images)
+    val = sorted((resolve_dataset("digits") / "val").rglob("*.png"))[::6]
+    a, b = y(val, batch=16), YOLO(path)(val, batch=16)
     assert max(np.abs(r.probs.data - s.probs.data).max() for r, s in zip(a, b)) <= 1e-2
+    assert np.mean([r.probs.top1 == s.probs.top1 for r, s in zip(a, b)]) >= 0.99
 
 
 def test_unknown_format_suggests_nearest(tiny_yolo):
