@@ -25,9 +25,15 @@ def resolve_preprocess(backend, imgsz: int | None) -> dict:
     return pp
 
 
-def stream_predict(backend, source, imgsz: int | None = None, batch: int = 1, verbose: bool = False
-                   ) -> Iterator[Results]:
+def stream_predict(backend, source, imgsz: int | None = None, batch: int = 1, verbose: bool = False,
+                   workers: int | None = None) -> Iterator[Results]:
+    """Results for every image of ``source``, in order. ``workers`` threads decode and preprocess ahead of the
+    runtime (default: one per core, at most 4; 0 = none)."""
+    import os
+
     pp = resolve_preprocess(backend, imgsz)
+    if workers is None:
+        workers = min(4, os.cpu_count() or 1)
     batch = max(1, int(batch or 1))
     pending: list = []
 
@@ -50,21 +56,52 @@ def stream_predict(backend, source, imgsz: int | None = None, batch: int = 1, ve
         pending.clear()
         return out
 
-    for item in iter_items(source):
-        t0 = time.perf_counter()
-        try:
-            if item.ready:
-                arr = np.asarray(item.obj, np.float32)
-                shape = arr.shape[-2:]
-            else:
-                arr = prep(item.obj, pp)
-                shape = None
-        except ImageError as e:
+    for item, res in _prefetch(iter_items(source), lambda it: _load(it, pp), batch, workers):
+        if isinstance(res, ImageError):
             if item.from_folder:
-                LOGGER.warning(f"warning: skipped {e}")
+                LOGGER.warning(f"warning: skipped {res}")
                 continue
-            raise
-        pending.append((str(item.path), arr, (time.perf_counter() - t0) * 1e3, shape))
+            raise res
+        arr, shape, pre_ms = res
+        pending.append((str(item.path), arr, pre_ms, shape))
         if len(pending) >= batch:
             yield from flush()
     yield from flush()
+
+
+def _load(item, pp):
+    """Decode and preprocess one item (runs in a worker thread): (array, shape, ms) or the ImageError."""
+    t0 = time.perf_counter()
+    try:
+        if item.ready:
+            arr = np.asarray(item.obj, np.float32)
+            shape = arr.shape[-2:]
+        else:
+            arr, shape = prep(item.obj, pp), None
+    except ImageError as e:
+        return e
+    return arr, shape, (time.perf_counter() - t0) * 1e3
+
+
+def _prefetch(items, fn, batch: int, workers: int):
+    """Yield ``(item, fn(item))`` in order while worker threads prepare the next ones. Image decoding and
+    resampling release the GIL, so preprocessing overlaps with the runtime call instead of adding to it.
+    ``workers=0``: everything in the calling thread."""
+    if workers <= 0:
+        for it in items:
+            yield it, fn(it)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    ahead = max(2 * batch, 2 * workers, 4)
+    queue: deque = deque()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="yexport-prep") as pool:
+        for it in items:
+            queue.append((it, pool.submit(fn, it)))
+            if len(queue) >= ahead:
+                first, fut = queue.popleft()
+                yield first, fut.result()
+        while queue:
+            first, fut = queue.popleft()
+            yield first, fut.result()
