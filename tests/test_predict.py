@@ -108,3 +108,17 @@ def test_preprocess_defined_once_matches_manual(images):
     assert x.shape == (3, 32, 32) and x.dtype == np.float32
     # one resampling pass over the crop's source region equals resize-then-crop up to uint8 rounding
     assert np.abs(x - ref).max() <= 1 / 255 + 1e-6 and np.abs(x - ref).mean() < 0.5 / 255
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    # a camera JPEG stored sideways with orientation 6 must be seen upright, as viewers and browsers show it
+    yy, xx = np.mgrid[0:48, 0:80]
+    arr = np.stack([xx * 3, yy * 5, (xx + yy) % 256], -1).astype(np.uint8)
+    upright = Image.fromarray(arr)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "side.png", exif=exif)
+    upright.save(tmp_path / "up.png")
+    pp = default_preprocess(32)
+    a, b = preprocess(tmp_path / "side.png", pp), preprocess(tmp_path / "up.png", pp)
+    assert np.abs(a - b).max() < 1e-6

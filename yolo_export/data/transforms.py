@@ -1,6 +1,7 @@
 """Preprocessing, defined once. Predict, val and every exported format apply exactly this.
 
-Eval pipeline: decode (JPEG in draft mode at the smallest size that still covers the target), convert to RGB,
+Eval pipeline: decode (JPEG in draft mode at the smallest size that still covers the target), apply the EXIF
+orientation, convert to RGB,
 resize the shorter side to ``resize``, centre-crop ``crop`` x ``crop``, scale to [0, 1], subtract ``mean``,
 divide by ``std``, lay out as CHW float32. The parameters travel in every artefact's metadata (``preprocess``).
 """
@@ -11,7 +12,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from yolo_export.errors import ImageError
 
@@ -61,8 +62,10 @@ def open_image(path: str | Path, draft_to: int | None = None) -> Image.Image:
             s = draft_to / min(w, h)
             if s < 1:
                 im.draft("RGB", (math.ceil(w * s), math.ceil(h * s)))
-        im = im.convert("RGB")
         im.load()
+        if im.getexif().get(0x0112, 1) != 1:  # EXIF orientation: show the image the way a viewer (or browser) does
+            im = ImageOps.exif_transpose(im)
+        im = im.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ImageError(f"cannot read image {path}: {why}") from None
