@@ -12,7 +12,7 @@ import subprocess
 import numpy as np
 
 from yolo_export.errors import ArgumentError, YoloExportError
-from yolo_export.registry import Backend, Runner, register
+from yolo_export.registry import Backend, Runner, model_files, register
 
 PARAM, BIN = "model.ncnn.param", "model.ncnn.bin"
 
@@ -62,19 +62,7 @@ class NcnnRunner(Runner):
 
 
 def _files(path):
-    from pathlib import Path
-
-    path = Path(path)
-    param = path / PARAM
-    if not param.exists():
-        found = sorted(path.glob("*.param"))
-        if not found:
-            raise YoloExportError(f"no ncnn .param file in {path}")
-        param = found[0]
-    weights = param.with_suffix(".bin")
-    if not weights.exists():
-        raise YoloExportError(f"ncnn weights {weights.name} missing beside {param.name} in {path}")
-    return param, weights
+    return model_files(path, PARAM, ("*.param",), ".bin", "ncnn")
 
 
 @register

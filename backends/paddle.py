@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from yolo_export.errors import ArgumentError, YoloExportError
-from yolo_export.registry import Backend, Runner, register
+from yolo_export.registry import Backend, Runner, model_files, register
 
 MODEL, PARAMS = "model.json", "model.pdiparams"
 # Modules whose shared libraries clash with libpaddle's when loaded into the process before it.
@@ -48,17 +48,7 @@ def import_paddle():
 
 
 def _files(path) -> tuple[Path, Path]:
-    path = Path(path)
-    model = path / MODEL
-    if not model.exists():
-        found = sorted(path.glob("*.json")) + sorted(path.glob("*.pdmodel"))
-        if not found:
-            raise YoloExportError(f"no Paddle model (model.json / .pdmodel) in {path}")
-        model = found[0]
-    params = model.with_suffix(".pdiparams")
-    if not params.exists():
-        raise YoloExportError(f"Paddle weights {params.name} missing beside {model.name} in {path}")
-    return model, params
+    return model_files(path, MODEL, ("*.json", "*.pdmodel"), ".pdiparams", "Paddle")
 
 
 class PaddleRunner(Runner):

@@ -123,6 +123,23 @@ class ExportContext:
                                  fraction=self.args.get("fraction"))
 
 
+def model_files(folder, preferred: str, patterns: tuple[str, ...], weights_suffix: str, what: str
+                ) -> tuple[Path, Path]:
+    """The graph file of a directory artefact (``preferred``, else the first match of ``patterns``) and the weights
+    file beside it (same name, ``weights_suffix``). ``what``: the format's name for the one-line errors."""
+    folder = Path(folder)
+    graph = folder / preferred
+    if not graph.exists():
+        found = [f for pat in patterns for f in sorted(folder.glob(pat))]
+        if not found:
+            raise YoloExportError(f"no {what} model ({' / '.join(patterns)}) in {folder}")
+        graph = found[0]
+    weights = graph.with_suffix(weights_suffix)
+    if not weights.exists():
+        raise YoloExportError(f"{what} weights {weights.name} missing beside {graph.name} in {folder}")
+    return graph, weights
+
+
 class Backend:
     """Base class of every format. Subclasses set the class attributes and override the methods they need."""
 

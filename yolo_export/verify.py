@@ -58,14 +58,15 @@ def calibration_batch(data, imgsz: int, n: int, preprocess: dict | None = None, 
 
 
 def list_split_images(root, split: str):
+    """The image files of a dataset split (the train split falls back to val where a dataset has none)."""
     from pathlib import Path
 
-    from yolo_export.data.transforms import IMG_SUFFIXES
+    from yolo_export.data.datasets import scan_split
 
-    d = Path(root) / split
-    if not d.exists():
-        d = Path(root) / ("val" if split == "train" else "train")
-    return sorted(p for p in d.rglob("*") if p.suffix.lower() in IMG_SUFFIXES)
+    if split == "train" and not (Path(root) / "train").is_dir():
+        split = "val"
+    samples, _ = scan_split(root, split)
+    return [Path(p) for p, _ in samples]
 
 
 def compare(ref: np.ndarray, out: np.ndarray, tol: float | None) -> dict:

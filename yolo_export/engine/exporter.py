@@ -44,8 +44,6 @@ def export(source, format: str = "onnx", **kwargs) -> ExportResult:
                               f"{source.format} artefact already")
     device = select_device(args.get("device"))
     imgsz = int(args.get("imgsz") or source.imgsz)
-    if imgsz < 32 and imgsz % 32:
-        LOGGER.debug(f"imgsz {imgsz} is below the model stride 32; the network still runs (global pool)")
     preprocess = with_imgsz(source.preprocess, imgsz) if source.preprocess else default_preprocess(imgsz)
     preprocess["layout"] = backend.layout
     batch = int(args.get("batch") or 1)
