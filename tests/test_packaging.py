@@ -26,7 +26,7 @@ def test_wheel_layout(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert not any(n.startswith("backends/") for n in names), "a top-level 'backends' package would be installed"
     for must in ("yolo_export/backends/onnx.py", "yolo_export/backends/torchscript.py",
-                 "yolo_export/cfg/yolov8-cls.yaml", "yolo_export/cli.py"):
+                 "yolo_export/cfg/yolov8-cls.yaml", "yolo_export/cli.py", "yolo_export/serve_page.html"):
         assert must in names, must
     entry = [n for n in names if n.endswith("entry_points.txt")]
     assert entry and "yexport = yolo_export.cli:main" in zipfile.ZipFile(wheel).read(entry[0]).decode()

@@ -223,7 +223,7 @@ def formats_cmd(as_json, verbose):
 
 # Commands that live in their own modules (each imports only click at module level and exposes
 # ``register(group)``). Listed here so `yexport --help` shows them without importing torch.
-COMMAND_MODULES = ("yolo_export.cli_train", "yolo_export.cli_zoo", "yolo_export.cli_bench")
+COMMAND_MODULES = ("yolo_export.cli_train", "yolo_export.cli_zoo", "yolo_export.cli_bench", "yolo_export.cli_serve")
 
 
 def _register_command_modules() -> None:

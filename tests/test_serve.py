@@ -1,0 +1,308 @@
+"""``yexport serve``: the real server (uvicorn, in its own process) over a real ONNX artefact, driven by a real HTTP
+client. Answers match ``predict``; batched answers match unbatched ones; every bad request is a 4xx JSON error and
+the server keeps serving; SIGTERM lets an in-flight request finish and exits 0; the page at / works in Chromium."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import needs
+
+pytestmark = [needs("fastapi", "uvicorn", "prometheus_client", "multipart", extra="serve"),
+              needs("onnxruntime", "onnx", extra="onnx")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url, timeout=10):
+    import httpx
+
+    return httpx.get(url, timeout=timeout)
+
+
+def post(url, timeout=30, **kw):
+    import httpx
+
+    return httpx.post(url, timeout=timeout, **kw)
+
+
+class Server:
+    def __init__(self, model, *args):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "yolo_export", "serve", str(model), "--port", str(self.port), *args]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            assert self.proc.poll() is None, self.proc.communicate()[1][-2000:]
+            try:
+                if get(self.url + "/ready", timeout=2).status_code == 200:
+                    return
+            except Exception:  # noqa: BLE001 - not listening yet
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise AssertionError("the server did not become ready within 90 s")
+
+    def rss_mb(self) -> float:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            return next(int(x.split()[1]) for x in f if x.startswith("VmRSS")) / 1024
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.communicate()
+
+
+@pytest.fixture(scope="module")
+def onnx_model(tiny_pt, tmp_path_factory) -> Path:
+    import shutil
+
+    from yolo_export import YOLO
+
+    d = tmp_path_factory.mktemp("serve")
+    shutil.copy(tiny_pt, d / "tiny.pt")
+    return Path(YOLO(d / "tiny.pt").export("onnx", imgsz=32))
+
+
+@pytest.fixture(scope="module")
+def server(onnx_model):
+    s = Server(onnx_model, "--max-upload-mb", "2", "--max-images", "4", "--max-pixels", "1000000",
+               "--max-batch", "8", "--batch-wait-ms", "20")
+    yield s
+    s.stop()
+
+
+def jpeg(w=64, h=48, seed=0) -> bytes:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (h, w, 3)).astype(np.uint8)).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def test_predict_matches_cli_json(server, onnx_model, tmp_path):
+    from yolo_export import YOLO
+
+    paths = []
+    for i, (w, h) in enumerate([(64, 48), (40, 80), (33, 57)]):
+        p = tmp_path / f"im{i}.jpg"
+        p.write_bytes(jpeg(w, h, seed=i))
+        paths.append(p)
+    want = [r.to_dict() for r in YOLO(onnx_model).predict([str(p) for p in paths])]
+    raw = post(server.url + "/predict", content=paths[0].read_bytes(), headers={"content-type": "image/jpeg"})
+    assert raw.status_code == 200, raw.text
+    files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in paths]
+    multi = post(server.url + "/predict", files=files)
+    assert multi.status_code == 200, multi.text
+    got = [raw.json()[0], *multi.json()]
+    for g, w in zip(got, [want[0], *want]):
+        assert set(g) == set(w)
+        assert (g["top1"], g["name"], g["top5"]) == (w["top1"], w["name"], w["top5"])
+    assert [g["path"] for g in multi.json()] == [p.name for p in paths]
+
+
+def test_health_ready_metadata_metrics(server):
+    assert get(server.url + "/health").json() == {"status": "ok"}
+    assert get(server.url + "/ready").status_code == 200
+    md = get(server.url + "/metadata").json()
+    assert md["format"] == "onnx" and md["nc"] == 10 and md["imgsz"] == [32, 32]
+    assert md["verification"]["status"] == "passed"
+    post(server.url + "/predict", content=jpeg())
+    text = get(server.url + "/metrics").text
+    for name in ("yexport_requests_total", "yexport_errors_total", "yexport_request_latency_seconds_bucket",
+                 "yexport_batch_size_bucket", "yexport_images_total"):
+        assert name in text
+    assert 'yexport_requests_total{path="/predict",status="200"}' in text
+
+
+def _bomb_png() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (6000, 6000)).save(buf, "PNG")  # 36 Mpx in ~40 kB
+    return buf.getvalue()
+
+
+def bad_requests(limit_mb: float = 2, max_images: int = 4):
+    """(what, kwargs for POST /predict, expected status)."""
+    big = int(limit_mb * 2**20) + 1
+    img = jpeg()
+    return [
+        ("empty body", {"content": b""}, 400),
+        ("not an image", {"content": b"this is not an image" * 10}, 415),
+        ("truncated jpeg", {"content": img[: len(img) // 3]}, 415),
+        ("decompression bomb", {"content": _bomb_png()}, 413),
+        ("100 MB upload", {"content": b"\0" * (100 * 2**20)}, 413),
+        ("body just over the limit", {"content": b"\xff" * big}, 413),
+        ("too many images", {"files": [("f", (f"{i}.jpg", img, "image/jpeg")) for i in range(max_images + 1)]}, 413),
+        ("multipart with no file", {"files": {"a": (None, b"b")}}, 400),
+        ("multipart: a URL", {"files": {"url": (None, b"http://127.0.0.1:1/x.jpg")}}, 400),
+        ("form-encoded text", {"data": {"a": "b"}}, 415),
+        ("raw URL", {"content": b"https://example.com/cat.jpg"}, 400),
+        ("multipart: one bad image", {"files": [("f", ("a.jpg", img, "image/jpeg")), ("f", ("b", b"xx", "x/y"))]},
+         415),
+    ]
+
+
+def test_bad_requests_are_4xx_json_and_server_keeps_serving(server):
+    for what, kw, status in bad_requests():
+        r = post(server.url + "/predict", **kw)
+        assert r.status_code == status, (what, r.status_code, r.text[:300])
+        body = r.json()
+        assert set(body) == {"error", "type", "status"} and body["status"] == status, what
+        assert "Traceback" not in body["error"], what
+        ok = post(server.url + "/predict", content=jpeg())
+        assert ok.status_code == 200, (what, ok.text)
+    assert get(server.url + "/nope").status_code == 404
+    assert get(server.url + "/nope").json()["status"] == 404
+    assert get(server.url + "/predict").status_code == 405
+    assert server.proc.poll() is None
+
+
+def test_concurrent_requests_are_batched_and_agree(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = _batch_stats(server)
+    imgs = [jpeg(64, 48, seed=s) for s in range(12)]
+    with ThreadPoolExecutor(12) as pool:
+        single = [post(server.url + "/predict", content=b).json()[0] for b in imgs]
+        together = list(pool.map(lambda b: post(server.url + "/predict", content=b).json()[0], imgs))
+    assert [(a["top1"], a["name"]) for a in single] == [(b["top1"], b["name"]) for b in together]
+    for a, b in zip(single, together):
+        assert max(abs(x["confidence"] - y["confidence"]) for x, y in zip(a["top5"], b["top5"])) <= 1e-5
+    after = _batch_stats(server)
+    calls, images = after[0] - before[0], after[1] - before[1]
+    assert images == 24 and calls < 24  # some runtime calls took more than one image
+
+
+def _batch_stats(server):
+    text = get(server.url + "/metrics").text
+    vals = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line.startswith("yexport_batch")}
+    return vals["yexport_batch_size_count"], vals["yexport_batch_size_sum"]
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_batcher_probabilities_match_unbatched(tiny_pt, tmp_path, dynamic):
+    """In process: the batcher's probabilities equal batch-1 runs within 1e-6, for a fixed-batch artefact (padded)
+    and a dynamic one."""
+    import shutil
+
+    from yolo_export import YOLO
+    from yolo_export.serving import Batcher, ModelService, ServeConfig
+
+    shutil.copy(tiny_pt, tmp_path / "tiny.pt")
+    kw = {"dynamic": True, "batch": 8} if dynamic else {"batch": 4}
+    art = YOLO(tmp_path / "tiny.pt").export("onnx", imgsz=32, **kw)
+    svc = ModelService(ServeConfig(model=art))
+    svc.load()
+    assert svc.ready, svc.error
+    arrays = [svc.prepare(jpeg(64, 48, seed=s), f"{s}.jpg")[0] for s in range(11)]
+    single = np.concatenate([svc.run([a]) for a in arrays])
+
+    async def together():
+        b = Batcher(svc.run, 8, 50.0)
+        try:
+            return await asyncio.gather(*[b.submit([a]) for a in arrays])
+        finally:
+            b.close()
+
+    batched = np.stack([r[0][0] for r in asyncio.run(together())])
+    assert np.abs(batched - single).max() <= 1e-6
+    assert (batched.argmax(1) == single.argmax(1)).all()
+
+
+def test_sigterm_finishes_in_flight_request_then_exits_0(onnx_model):
+    s = Server(onnx_model, "--batch-wait-ms", "1500", "--max-batch", "64")
+    try:
+        out = {}
+        t = threading.Thread(target=lambda: out.update(r=post(s.url + "/predict", content=jpeg())))
+        t.start()
+        time.sleep(0.5)  # the request now waits in the batcher
+        s.proc.send_signal(signal.SIGTERM)
+        t.join(30)
+        assert out["r"].status_code == 200, out["r"].text
+        assert s.proc.wait(30) == 0
+    finally:
+        s.stop()
+
+
+def test_missing_model_is_one_line_and_not_ready(tmp_path):
+    p = tmp_path / "nothing.onnx"
+    p.write_bytes(b"not an onnx file")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "yolo_export", "serve", str(p), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline, r = time.time() + 60, None
+        while time.time() < deadline:
+            try:
+                r = get(f"http://127.0.0.1:{port}/ready", timeout=2)
+                if r.status_code == 503 and "failed" in r.json()["error"]:
+                    break
+            except Exception:  # noqa: BLE001
+                pass
+            time.sleep(0.3)
+        assert r is not None and r.status_code == 503 and "failed to load" in r.json()["error"]
+        assert post(f"http://127.0.0.1:{port}/predict", content=jpeg()).status_code == 503
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+
+
+def test_help_imports_no_serving_or_ray():
+    code = ("import sys; from click.testing import CliRunner; from yolo_export.cli import main; "
+            "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0, r.output; "
+            "r = CliRunner().invoke(main, ['serve', '--help']); assert r.exit_code == 0, r.output; "
+            "bad = [m for m in ('fastapi', 'uvicorn', 'starlette', 'ray', 'prometheus_client', 'torch') "
+            "if m in sys.modules]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------------------ the page, in headless Chromium
+def test_page_classifies_a_dropped_image_in_chromium(server, onnx_model, tmp_path):
+    from test_tfjs_browser import CHROMIUM_FLAGS, chromium
+
+    if chromium() is None:
+        if os.environ.get("CI"):
+            raise AssertionError("CI must have Chromium (.ci/install_browser.sh)")
+        pytest.skip("needs Chromium (Debian: apt-get install chromium)")
+    from PIL import Image
+
+    from yolo_export import YOLO
+
+    arr = np.zeros((48, 64, 3), np.uint8)
+    arr[:24, :32], arr[:24, 32:], arr[24:, :32], arr[24:, 32:] = (0xD0, 0x20, 0x10), (0x10, 0xA0, 0x40), \
+        (0x20, 0x40, 0xE0), (0xF0, 0xE0, 0x20)
+    Image.fromarray(arr).save(tmp_path / "same.png")
+    want = YOLO(onnx_model).predict(str(tmp_path / "same.png"))[0]
+    cmd = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000",
+           "--dump-dom", server.url + "/#selftest"]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    assert "done: " in dom, dom[-2000:]
+    rows = dom.split("<tbody>")[1].split("</tbody>")[0].split("<tr>")[1:]
+    assert len(rows) == 5
+    first = [c.split("</td>")[0] for c in rows[0].split("<td>")[1:]]
+    assert first[1:3] == [str(want.probs.top1), want.names[want.probs.top1]]
+    assert json.dumps(want.names[want.probs.top1])[1:-1] in dom
