@@ -167,7 +167,7 @@ class CoreMLBackend(Backend):
             value = getattr(d.metadata, field, "")
             if value and key not in raw:
                 raw[key] = value
-        return decode(raw)
+        return decode(raw, path)
 
 
 def _load_spec(path: Path):

@@ -122,6 +122,7 @@ class ExecuTorchBackend(Backend):
             tmp.unlink(missing_ok=True)
 
     def read_metadata(self, path):
+        from yolo_export.limits import METADATA_BYTES, loads_json
         from yolo_export.metadata import decode
 
         path = Path(path)
@@ -137,10 +138,11 @@ class ExecuTorchBackend(Backend):
             (n,) = _TAIL.unpack_from(tail, 0)
             if n > size - tail_len:
                 return {}
+            METADATA_BYTES.check(n, "metadata trailer size", path)
             f.seek(size - tail_len - n)
             blob = f.read(n)
         try:
-            data = json.loads(blob.decode())
+            data = loads_json(blob, "metadata trailer", path)
         except ValueError:
             return {}
-        return decode(data) if isinstance(data, dict) else {}
+        return decode(data, path) if isinstance(data, dict) else {}

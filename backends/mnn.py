@@ -159,6 +159,7 @@ class MNNBackend(Backend):
             tmp.unlink(missing_ok=True)
 
     def read_metadata(self, path):
+        from yolo_export.limits import loads_json
         from yolo_export.metadata import decode
 
         MNN = _import_mnn()
@@ -166,7 +167,7 @@ class MNNBackend(Backend):
             info = MNN.nn.load_module_from_file(str(path), [], []).get_info()
         raw = info.get("bizCode") or ""
         try:
-            data = json.loads(raw)
+            data = loads_json(raw, "bizCode metadata", path)
         except ValueError:
             return {}
-        return decode(data) if isinstance(data, dict) else {}
+        return decode(data, path) if isinstance(data, dict) else {}

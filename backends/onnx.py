@@ -123,7 +123,25 @@ class OnnxBackend(Backend):
         from yolo_export.metadata import decode
 
         model = onnx.load(str(path), load_external_data=False)
-        return decode({p.key: p.value for p in model.metadata_props})
+        check_external_data(model, path)
+        return decode({p.key: p.value for p in model.metadata_props}, path)
+
+
+def check_external_data(model, path) -> None:
+    """Every external-data ``location`` of the graph stays inside the model's folder (ONNX Runtime reads them)."""
+    from yolo_export.limits import contained
+
+    folder = Path(path).resolve().parent
+    graphs = [model.graph]
+    while graphs:
+        g = graphs.pop()
+        tensors = list(g.initializer) + [a.t for n in g.node for a in n.attribute if a.HasField("t")]
+        for t in tensors:
+            for e in t.external_data:
+                if e.key == "location":
+                    contained(folder, e.value, f"external data location of tensor {t.name!r}", path)
+        graphs.extend(a.g for n in g.node for a in n.attribute if a.HasField("g"))
+        graphs.extend(sg for n in g.node for a in n.attribute for sg in a.graphs)
 
 
 def set_metadata(model, meta: dict) -> None:

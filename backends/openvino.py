@@ -194,4 +194,4 @@ def read_rt_info(path) -> dict:
     raw = {}
     for key in section.astype(dict):
         raw[key] = model.get_rt_info([RT_SECTION, key]).astype(str)
-    return decode(raw)
+    return decode(raw, path)

@@ -240,7 +240,9 @@ def _graph_info(tf, gd) -> dict:
         if n.name == GRAPH_META_NODE:
             raw = tf.make_ndarray(n.attr["value"].tensor)
             raw = raw.item() if hasattr(raw, "item") else raw
-            return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+            from yolo_export.limits import loads_json
+
+            return loads_json(raw, "graph metadata node")
     return {}
 
 
@@ -287,7 +289,7 @@ class GraphDefBackend(_TFBase):
         tf = _import_tf()
         gd = tf.compat.v1.GraphDef()
         gd.ParseFromString(Path(path).read_bytes())
-        return decode(_graph_info(tf, gd).get("metadata") or {})
+        return decode(_graph_info(tf, gd).get("metadata") or {}, path)
 
 
 def _jsonable(meta: dict) -> dict:
@@ -360,15 +362,19 @@ def tflite_embed(path: Path, meta: dict) -> None:
 
 
 def tflite_read(path: Path) -> dict:
+    """The appended ``metadata.json``, through the budgeted zip reader (declared size checked before reading)."""
+    from yolo_export.limits import loads_json, zip_member
     from yolo_export.metadata import decode
 
+    field = f"{TFLITE_META} in the appended archive"
+    blob = zip_member(path, lambda name: name == TFLITE_META, field)
+    if blob is None:
+        return {}                                    # a .tflite without our archive (another tool's)
     try:
-        with zipfile.ZipFile(path) as z:
-            if TFLITE_META in z.namelist():
-                return decode(json.loads(z.read(TFLITE_META).decode()))
-    except zipfile.BadZipFile:
-        pass
-    return {}
+        data = loads_json(blob, field, path)
+    except ValueError as e:
+        raise YoloExportError(f"{path}: unreadable {field} ({str(e)[:80]})") from None
+    return decode(data, path) if isinstance(data, dict) else {}
 
 
 @register

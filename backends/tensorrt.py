@@ -589,4 +589,4 @@ class TensorRTBackend(Backend):
         from yolo_export.metadata import decode
 
         meta, _ = read_header(path)
-        return decode(meta) if meta else {}
+        return decode(meta, path) if meta else {}

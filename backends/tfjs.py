@@ -228,6 +228,7 @@ class TfjsBackend(Backend):
         return out
 
     def load(self, path, device, metadata):
+        check_manifest(Path(path))
         return NodeRunner(Path(path))
 
     def write_metadata(self, path: Path, meta):
@@ -249,9 +250,40 @@ class TfjsBackend(Backend):
             return meta
         mj = Path(path) / "model.json"
         if mj.exists():
-            ud = (json.loads(mj.read_text()).get("userDefinedMetadata") or {}).get("yolo_export")
-            return decode(ud) if ud else {}
+            ud = (_model_json(mj).get("userDefinedMetadata") or {}).get("yolo_export")
+            return decode(ud, mj) if ud else {}
         return {}
+
+
+def _model_json(mj: Path) -> dict:
+    from yolo_export.limits import MODEL_JSON_BYTES, loads_json
+
+    MODEL_JSON_BYTES.check(mj.stat().st_size, "model.json size", mj)
+    try:
+        d = loads_json(mj.read_bytes(), "model.json", mj, budget=MODEL_JSON_BYTES)
+    except ValueError as e:
+        raise YoloExportError(f"{mj}: not valid JSON ({str(e)[:80]})") from None
+    if not isinstance(d, dict):
+        raise YoloExportError(f"{mj}: not a TF.js model (the top level is not an object)")
+    return d
+
+
+def check_manifest(model_dir: Path) -> None:
+    """The weight shards that ``model.json`` names stay inside the model folder (the runtime reads them as weights)."""
+    from yolo_export.limits import contained
+
+    mj = model_dir / "model.json"
+    if not mj.is_file():
+        raise YoloExportError(f"{model_dir}: no model.json in this TF.js folder")
+    groups = _model_json(mj).get("weightsManifest") or []
+    if not isinstance(groups, list):
+        raise YoloExportError(f"{mj}: weightsManifest must be a list")
+    for i, group in enumerate(groups):
+        paths = group.get("paths") if isinstance(group, dict) else None
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise YoloExportError(f"{mj}: weightsManifest[{i}].paths must be a list of file names")
+        for p in paths:
+            contained(model_dir, p, f"weightsManifest[{i}].paths entry", mj)
 
 
 def _main(argv: list[str]) -> int:

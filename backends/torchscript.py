@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -78,16 +79,22 @@ class TorchScriptBackend(Backend):
         tmp.replace(path)
 
     def read_metadata(self, path):
-        import torch
-
+        """``extra/config.txt`` read straight from the zip archive: nothing in the file is loaded or run."""
+        from yolo_export.errors import YoloExportError
+        from yolo_export.limits import loads_json, zip_member
         from yolo_export.metadata import decode
 
-        files = {EXTRA: ""}
-        torch.jit.load(str(path), map_location="cpu", _extra_files=files)
-        raw = files[EXTRA]
-        if isinstance(raw, bytes):
-            raw = raw.decode()
-        return decode(json.loads(raw)) if raw else {}
+        field = f"TorchScript extra/{EXTRA}"
+        raw = zip_member(path, lambda name: name.split("/", 1)[-1] == f"extra/{EXTRA}", field)
+        if raw is None:
+            if not zipfile.is_zipfile(path):
+                raise YoloExportError(f"{path} is not a TorchScript archive (not a zip file)")
+            return {}
+        try:
+            data = loads_json(raw, field, path) if raw.strip() else {}
+        except ValueError as e:
+            raise YoloExportError(f"{path}: unreadable {field} ({str(e)[:80]})") from None
+        return decode(data, path) if isinstance(data, dict) else {}
 
 
 def _jsonable(meta: dict) -> dict:

@@ -48,6 +48,10 @@ class AutoBackend:
         self.fixed_batch = getattr(self.runner, "fixed_batch", None)
         if self.fixed_batch is None and not self.dynamic and self.path is not None:
             self.fixed_batch = int(self.metadata.get("batch") or 1)
+        if self.fixed_batch:
+            from yolo_export.limits import BATCH
+
+            BATCH.check(int(self.fixed_batch), "the model's fixed batch", self.path)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)

@@ -42,3 +42,7 @@ class VerificationError(YoloExportError):
 
 class DownloadError(YoloExportError):
     """A download failed (network, HTTP status, size or checksum)."""
+
+
+class LimitError(YoloExportError):
+    """A file asks for more than a budget allows (size, depth, count); the message names the override."""

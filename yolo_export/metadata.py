@@ -11,6 +11,8 @@ import ast
 import datetime as _dt
 import json
 
+from yolo_export.errors import YoloExportError
+
 KEYS = ("description", "author", "date", "version", "license", "stride", "task", "batch", "imgsz", "names",
         "args", "channels", "preprocess", "verification")
 LITERAL_KEYS = {"names", "imgsz", "args", "stride", "batch", "channels"}
@@ -69,36 +71,95 @@ def _literal(v):
     return str(v)
 
 
-def decode(raw: dict) -> dict:
-    """String map -> metadata dict. Accepts our artefacts and those of other YOLO tools."""
+def decode(raw: dict, source=None) -> dict:
+    """String map -> metadata dict. Accepts our artefacts and those of other YOLO tools.
+
+    Every budget (``yolo_export.limits``) is checked: the total size and nesting of the values before they are
+    parsed, then the class count, ``imgsz``, ``batch`` and the preprocessing sizes before anything uses them."""
+    from yolo_export import limits
+
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise YoloExportError(f"{_where(source)}metadata is a {type(raw).__name__}, not a key/value map")
+    total = sum(len(v) if isinstance(v, (str, bytes)) else 0 for v in raw.values()) + sum(len(str(k)) for k in raw)
+    limits.METADATA_BYTES.check(total, "metadata size", source)
+    limits.DEPTH.check(limits.obj_depth(raw, limits.DEPTH.limit), "metadata nesting", source)
     out = {}
-    for k, v in (raw or {}).items():
-        out[k] = decode_value(k, v)
-    if "names" in out and isinstance(out["names"], dict):
-        out["names"] = {int(i): str(n) for i, n in out["names"].items()}
-    elif "names" in out and isinstance(out["names"], list):
-        out["names"] = dict(enumerate(map(str, out["names"])))
+    for k, v in raw.items():
+        out[k] = decode_value(k, v, source)
+    try:
+        if "names" in out and isinstance(out["names"], dict):
+            out["names"] = {int(i): str(n) for i, n in out["names"].items()}
+        elif "names" in out and isinstance(out["names"], list):
+            out["names"] = dict(enumerate(map(str, out["names"])))
+    except (TypeError, ValueError):
+        raise YoloExportError(f"{_where(source)}metadata names must map class indices to names") from None
     if isinstance(out.get("imgsz"), int):
         out["imgsz"] = [out["imgsz"], out["imgsz"]]
+    check(out, source)
     return out
 
 
-def decode_value(key: str, v):
+def check(meta: dict, source=None) -> dict:
+    """Budgets and types of the values that size allocations: class count, imgsz, batch, preprocess resize/crop."""
+    from yolo_export import limits
+
+    names = meta.get("names")
+    if isinstance(names, (dict, list)):
+        limits.CLASSES.check(len(names), "metadata names", source)
+    imgsz = meta.get("imgsz")
+    if imgsz is not None:
+        sizes = imgsz if isinstance(imgsz, (list, tuple)) else [imgsz]
+        if not sizes or len(sizes) > 2:
+            raise YoloExportError(f"{_where(source)}metadata imgsz must be one or two sizes (got {str(imgsz)[:40]})")
+        for i, v in enumerate(sizes):
+            _size(v, f"metadata imgsz[{i}]", limits.IMGSZ, source)
+    if meta.get("batch") is not None:
+        _size(meta["batch"], "metadata batch", limits.BATCH, source)
+    pp = meta.get("preprocess")
+    if pp is not None:
+        if not isinstance(pp, dict):
+            raise YoloExportError(f"{_where(source)}metadata preprocess must be a map (got {type(pp).__name__})")
+        for key in ("resize", "crop"):
+            if pp.get(key) is not None:
+                _size(pp[key], f"metadata preprocess.{key}", limits.IMGSZ, source)
+        for key in ("mean", "std", "value_range"):
+            v = pp.get(key)
+            if v is not None and (not isinstance(v, (list, tuple)) or len(v) > 4
+                                  or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
+                raise YoloExportError(f"{_where(source)}metadata preprocess.{key} must be up to 4 numbers")
+    return meta
+
+
+def _size(v, field: str, budget, source) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise YoloExportError(f"{_where(source)}{field} must be a positive integer (got {str(v)[:40]!r})")
+    return budget.check(v, field, source)
+
+
+def _where(source) -> str:
+    return f"{source}: " if source else ""
+
+
+def decode_value(key: str, v, source=None):
+    from yolo_export import limits
+
     if not isinstance(v, str):
         return v
     s = v.strip()
     if key in JSON_KEYS:
         try:
-            return json.loads(s)
+            return limits.loads_json(s, f"metadata {key}", source)
         except ValueError:
             pass
     if key in LITERAL_KEYS or key in JSON_KEYS or (s[:1] in "[{(" and s[-1:] in "]})"):
+        limits.DEPTH.check(limits.text_depth(s), f"metadata {key} nesting", source)
         try:
             return ast.literal_eval(s)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             try:
                 return json.loads(s)
-            except ValueError:
+            except (ValueError, RecursionError):
                 return v
     if key in ("stride", "batch", "channels"):
         try:
@@ -115,7 +176,14 @@ def to_yaml_text(meta: dict) -> str:
     return yaml.safe_dump(_literal(meta), sort_keys=False, allow_unicode=True)
 
 
-def from_yaml_text(text: str) -> dict:
+def from_yaml_text(text: str | bytes, source=None) -> dict:
+    """metadata.yaml -> metadata dict, through the budgeted YAML reader (no Python tags, aliases counted)."""
     import yaml
 
-    return decode(yaml.safe_load(text) or {})
+    from yolo_export import limits
+
+    try:
+        doc = limits.load_yaml(text, "metadata.yaml", source)
+    except yaml.YAMLError as e:
+        raise YoloExportError(f"{_where(source)}metadata.yaml is not valid YAML ({str(e).splitlines()[0]})") from None
+    return decode(doc or {}, source)

@@ -246,10 +246,13 @@ class Backend:
     def read_metadata(self, path: Path) -> dict:
         from yolo_export.metadata import from_yaml_text
 
+        from yolo_export.limits import METADATA_BYTES
+
         target = (path if path.is_dir() else path.parent) / "metadata.yaml"
         if not target.exists():
             return {}
-        return from_yaml_text(target.read_text())
+        METADATA_BYTES.check(target.stat().st_size, "metadata.yaml size", target)
+        return from_yaml_text(target.read_bytes(), source=target)
 
     def version(self) -> str | None:
         """The backend library's version, for reports."""
@@ -369,6 +372,10 @@ def for_path(path: str | Path) -> Backend:
     # longest suffix first so that '_int8.tflite' style names resolve to the most specific backend
     for b in sorted(_REGISTRY.values(), key=lambda b: -len(b.suffix)):
         if b.matches(p):
+            if b.is_dir:
+                from yolo_export.limits import check_folder
+
+                check_folder(p)
             return b
     raise YoloExportError(
         f"cannot tell the format of {path} (known: "

@@ -406,6 +406,10 @@ def _fetch_once(url: str, part: Path, side: Path, *, size, timeout, progress, de
         if size is not None and total is not None and total != size:
             _discard(part, side)
             raise _Fatal(f"size mismatch: {_short(url)} offers {total} bytes, the manifest expects {size}")
+        cap = _download_cap(size)
+        if total is not None and total > cap:
+            _discard(part, side)
+            raise _Fatal(_too_big(url, f"offers {total:,} bytes", size))
         validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
         atomic_write_bytes(side, json.dumps({"url": url, "validator": validator, "total": total}).encode())
         if offset:
@@ -424,6 +428,10 @@ def _fetch_once(url: str, part: Path, side: Path, *, size, timeout, progress, de
                                      f"({type(e).__name__})") from None
                 if not chunk:
                     break
+                if got + len(chunk) > cap:
+                    f.close()
+                    _discard(part, side)
+                    raise _Fatal(_too_big(url, f"sent more than {cap:,} bytes", size))
                 f.write(chunk)
                 got += len(chunk)
                 bar.update(len(chunk))
@@ -432,6 +440,22 @@ def _fetch_once(url: str, part: Path, side: Path, *, size, timeout, progress, de
         if total is not None and got > total:
             _discard(part, side)
             raise _Fatal(f"{_short(url)} sent {got} bytes, more than the {total} it announced")
+
+
+def _download_cap(size: int | None) -> int:
+    """Most bytes one download may write: the manifest's size where it states one, else the download budget."""
+    from yolo_export.limits import DOWNLOAD_BYTES
+
+    return int(size) if size is not None else DOWNLOAD_BYTES.limit
+
+
+def _too_big(url: str, what: str, size: int | None) -> str:
+    from yolo_export.limits import DOWNLOAD_BYTES
+
+    if size is not None:
+        return f"{_short(url)} {what}, more than the manifest's {size:,}; the partial file was deleted"
+    return (f"{_short(url)} {what} and the manifest states no size: over the download limit of "
+            f"{DOWNLOAD_BYTES.limit:,} bytes (set {DOWNLOAD_BYTES.env} to raise it); the partial file was deleted")
 
 
 def _read_json(path: Path) -> dict:
