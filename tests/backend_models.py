@@ -23,14 +23,15 @@ def condition(model, imgsz: int = IMGSZ, n: int = 64, seed: int = 0, logit_std: 
     x = torch.from_numpy(np.concatenate([check_inputs(imgsz, n // 2, seed=seed),
                                          check_inputs(imgsz, n - n // 2, seed=seed + 100)]))
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    momenta = [bn.momentum for bn in bns]
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average over the calibration pass
     model.train()
     with torch.no_grad():
         model(x)
-    for bn in bns:
-        bn.momentum = 0.03
+    for bn, mom in zip(bns, momenta):
+        bn.momentum = mom
     model.eval()
     head = model.model[-1]
     with torch.no_grad():

@@ -95,3 +95,80 @@ def test_foreign_and_corrupt_files(tmp_path, tiny_pt):
         load_checkpoint(other)
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def _conditioned(eps=None, momentum=None):
+    import copy
+
+    from backend_models import condition
+
+    from yolo_export.nn.model import ClassificationModel
+
+    torch.manual_seed(3)
+    m = ClassificationModel("yolov8n-cls.yaml", names=[f"k{i}" for i in range(5)])
+    m.set_attrs(**{k: v for k, v in (("bn_eps", eps), ("bn_momentum", momentum)) if v is not None})
+    condition(m, 32)
+    m.imgsz = 32
+    return copy.deepcopy(m).eval()
+
+
+def _logits(model, x):
+    out = {}
+    h = model.model[-1].linear.register_forward_hook(lambda mod, i, o: out.__setitem__("y", o))
+    with torch.no_grad():
+        model(x)
+    h.remove()
+    return out["y"]
+
+
+def test_reference_bn_values_are_taken_from_the_file(tmp_path):
+    """The fake carries the reference classification model's BatchNorm (eps 1e-5, momentum 0.1) and, in a second
+    file, a non-default pair: both are imported as they are, never replaced by a default."""
+    x = torch.rand(4, 3, 32, 32)
+    for eps, mom in ((None, None), (1e-3, 0.03)):
+        src = _conditioned(eps, mom)
+        p = tmp_path / f"ref_{eps}.pt"
+        make_ultralytics_checkpoint(p, src, imgsz=32)
+        ck = load_checkpoint(p)
+        want = {"bn_eps": eps or 1e-5, "bn_momentum": mom or 0.1, "act": "SiLU", "dropout": 0.0}
+        assert ck["yaml"]["module_attrs"] == want
+        model = build_from_checkpoint(ck)
+        assert {(b.eps, b.momentum) for b in model.modules() if isinstance(b, torch.nn.BatchNorm2d)} == \
+            {(want["bn_eps"], want["bn_momentum"])}
+        ref = src.half().float()  # the file holds fp16 weights
+        assert (_logits(model, x) - _logits(ref, x)).abs().max() < 1e-5
+        # converted to ours, the attributes are recorded and survive the round trip
+        out = save_ultralytics_as_ours(p, tmp_path / f"ours_{eps}.pt")
+        assert torch.load(out, weights_only=True)["yaml"]["module_attrs"] == want
+
+
+def test_reference_attributes_it_cannot_reproduce_are_refused(tmp_path, tiny_yolo):
+    from torch import nn
+
+    cases = {
+        "activation ReLU": dict(act=nn.ReLU()),
+        "different bn settings": dict(edit=lambda m: setattr(m.model[0].bn, "eps", 1e-2)),
+        r"model\.1\.conv\.stride": dict(edit=lambda m: setattr(m.model[1].conv, "stride", (1, 1))),
+        r"model\.9\.pool": dict(edit=lambda m: setattr(m.model[9], "pool", nn.AdaptiveMaxPool2d(1))),
+        r"model\.2\.m\.0\.add": dict(edit=lambda m: setattr(m.model[2].m[0], "add", False)),
+        r"model\.9\.pool\.output_size": dict(edit=lambda m: setattr(m.model[9].pool, "output_size", 2)),
+    }
+    for i, (match, kw) in enumerate(cases.items()):
+        p = tmp_path / f"bad{i}.pt"
+        make_ultralytics_checkpoint(p, tiny_yolo.model, imgsz=32, **kw)
+        with pytest.raises(CheckpointError, match=match) as ei:
+            load_checkpoint(p)
+        assert "\n" not in str(ei.value)
+
+
+def test_pretrained_carries_the_file_attributes_into_training(tmp_path):
+    from yolo_export.engine.trainer import Trainer
+    from yolo_export.nn.model import ClassificationModel
+
+    p = tmp_path / "ref.pt"
+    make_ultralytics_checkpoint(p, _conditioned(2e-4, 0.2), imgsz=32)
+    fresh = ClassificationModel("yolov8n-cls.yaml", nc=5)
+    t = Trainer(YOLO("yolov8n-cls.yaml"), pretrained=str(p))
+    assert t._transfer(fresh, str(p)) == len(fresh.state_dict())
+    assert fresh.attrs["bn_eps"] == 2e-4 and fresh.attrs["bn_momentum"] == 0.2
+    assert {(b.eps, b.momentum) for b in fresh.modules() if isinstance(b, torch.nn.BatchNorm2d)} == {(2e-4, 0.2)}

@@ -68,3 +68,70 @@ def test_gflops_scale_with_imgsz():
     g224, g32 = m.gflops(224), m.gflops(32)
     assert 0.3 < g224 < 0.6
     assert g32 < g224 / 20
+
+
+def test_batchnorm_defaults_are_the_reference_classification_models():
+    m = ClassificationModel("yolov8n-cls.yaml", nc=3)
+    bns = [x for x in m.modules() if isinstance(x, torch.nn.BatchNorm2d)]
+    assert bns and {(b.eps, b.momentum) for b in bns} == {(1e-5, 0.1)}
+    assert m.attrs == {"bn_eps": 1e-5, "bn_momentum": 0.1, "act": "SiLU", "dropout": 0.0}
+    assert type(m.model[0].act).__name__ == "SiLU" and m.model[-1].drop.p == 0.0
+    assert tuple(m.model[-1].pool.output_size if isinstance(m.model[-1].pool.output_size, tuple)
+                 else (m.model[-1].pool.output_size,)) == (1,)
+
+
+def test_module_attrs_recorded_and_restored(tmp_path):
+    from yolo_export.nn.checkpoint import FORMAT_VERSION, build_from_checkpoint, load_checkpoint, save_checkpoint
+
+    m = ClassificationModel("yolov8n-cls.yaml", nc=3, dropout=0.25)
+    m.set_attrs(bn_eps=2e-4, bn_momentum=0.05)
+    save_checkpoint(tmp_path / "a.pt", m, half=False)
+    raw = torch.load(tmp_path / "a.pt", weights_only=True)
+    assert raw["format_version"] == FORMAT_VERSION >= 2
+    assert raw["yaml"]["module_attrs"] == {"bn_eps": 2e-4, "bn_momentum": 0.05, "act": "SiLU", "dropout": 0.25}
+    back = build_from_checkpoint(load_checkpoint(tmp_path / "a.pt"))
+    assert {(b.eps, b.momentum) for b in back.modules() if isinstance(b, torch.nn.BatchNorm2d)} == {(2e-4, 0.05)}
+    assert back.model[-1].drop.p == 0.25
+
+
+@pytest.mark.parametrize("bad, match", [({"bn_eps": 0}, "eps"), ({"bn_momentum": 2}, "momentum"),
+                                        ({"act": "ReLU"}, "activation 'ReLU'"), ({"dropout": 1.5}, "dropout"),
+                                        ({"pool": "max"}, "unknown module attribute")])
+def test_unreproducible_module_attrs_are_refused(bad, match):
+    with pytest.raises(YoloExportError, match=match):
+        ClassificationModel({**ClassificationModel("yolov8n-cls.yaml").yaml, "module_attrs": bad})
+
+
+def test_earlier_schema_checkpoint_predicts_bit_for_bit_as_before(tmp_path):
+    """A format-version-1 file (no recorded attributes; written when BatchNorm was built with eps 1e-3 / momentum
+    0.03) is written here exactly as that version wrote it, and still gives the very same outputs."""
+    import io
+
+    from yolo_export.nn.checkpoint import build_from_checkpoint, load_checkpoint
+
+    from backend_models import condition
+
+    torch.manual_seed(0)
+    m = ClassificationModel("yolov8n-cls.yaml", nc=4)
+    for b in m.modules():
+        if isinstance(b, torch.nn.BatchNorm2d):  # what version 1 built
+            b.eps, b.momentum = 1e-3, 0.03
+    condition(m, 32)
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = m(x)
+    yaml_v1 = {k: v for k, v in m.yaml.items() if k != "module_attrs"}
+    ck = {"format": "yolo-export/checkpoint", "format_version": 1, "version": "0.1.0", "date": "2026-11-01T00:00:00",
+          "task": "classify", "yaml": yaml_v1, "names": {i: f"n{i}" for i in range(4)}, "imgsz": 32,
+          "preprocess": None, "state_dict": {k: v.clone() for k, v in m.state_dict().items()}, "fused": False}
+    buf = io.BytesIO()
+    torch.save(ck, buf)
+    (tmp_path / "v1.pt").write_bytes(buf.getvalue())
+    back = build_from_checkpoint(load_checkpoint(tmp_path / "v1.pt"))
+    assert back.attrs["bn_eps"] == 1e-3 and back.attrs["bn_momentum"] == 0.03
+    with torch.no_grad():
+        got = back(x)
+        back.set_attrs(bn_eps=1e-5)  # the attribute matters: with today's default the outputs move
+        moved = back(x)
+    assert torch.equal(got, expected)
+    assert (moved - expected).abs().max() > 1e-6

@@ -97,7 +97,7 @@ def _as_ultralytics(model, mods):
     # Attributes the real object carries, and none of ours that it does not.
     for attr in ("imgsz", "preprocess", "train_args", "metrics"):
         m.__dict__.pop(attr, None)
-    yaml_cfg = {k: v for k, v in m.yaml.items() if k != "channels"}
+    yaml_cfg = {k: v for k, v in m.yaml.items() if k not in ("channels", "module_attrs")}
     yaml_cfg["ch"] = int(m.yaml.get("channels", 3))
     m.yaml = yaml_cfg
     m.task = "classify"
@@ -123,11 +123,16 @@ def _transforms(mods, imgsz: int, resize: int, mean, std):
 
 
 def make_ultralytics_checkpoint(path: str | Path, model, *, imgsz: int | None = None, resize: int | None = None,
-                                mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), epochs: int = 100) -> None:
+                                mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), epochs: int = 100,
+                                bn_eps: float | None = None, bn_momentum: float | None = None, act=None,
+                                edit=None) -> None:
     """Write ``model`` (our ClassificationModel or a YOLO facade) to ``path`` in the Ultralytics file layout.
 
     The weights are stored in fp16 as released files have them; ``imgsz``/``resize`` set the attached eval
-    transforms (default: the model's ``imgsz``, else 224, resize = imgsz).
+    transforms (default: the model's ``imgsz``, else 224, resize = imgsz). The BatchNorm layers keep the eps and
+    momentum the model has (the reference classification model's are PyTorch's defaults, 1e-5 / 0.1) unless
+    ``bn_eps``/``bn_momentum`` set others; ``act`` (an ``nn.Module``) replaces every Conv's activation; ``edit``
+    (a function of the fake model) changes anything else before it is pickled.
     """
     import torch
 
@@ -137,6 +142,14 @@ def make_ultralytics_checkpoint(path: str | Path, model, *, imgsz: int | None = 
     mods = _fake_modules()
     with _installed(mods):
         fake = _as_ultralytics(model, mods)
+        for m in fake.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eps = m.eps if bn_eps is None else bn_eps
+                m.momentum = m.momentum if bn_momentum is None else bn_momentum
+            if act is not None and type(m).__name__ == "Conv":
+                m.act = act
+        if edit is not None:
+            edit(fake)
         fake.transforms = _transforms(mods, imgsz, resize, mean, std)
         fake.args = {"task": "classify", "imgsz": imgsz, "model": "yolov8n-cls.yaml", "epochs": epochs}
         fake = fake.half().eval()

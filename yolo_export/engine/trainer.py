@@ -342,7 +342,7 @@ class Trainer:
                     LOGGER.info(f"new class list ({len(names)} classes): the classifier layer is reinitialised")
                     model.reset_classes(names)
                 if a["dropout"]:
-                    model.model[-1].drop.p = float(a["dropout"])
+                    model.set_attrs(dropout=float(a["dropout"]))
             if a["pretrained"] and not isinstance(a["pretrained"], bool):
                 self._transfer(model, a["pretrained"])
             imgsz = int(a["imgsz"] or getattr(y.model, "imgsz", 224) or 224)
@@ -430,13 +430,17 @@ class Trainer:
             self._write_args()
 
     def _transfer(self, model, src) -> int:
-        from yolo_export.nn.checkpoint import load_checkpoint
+        from yolo_export.nn.checkpoint import checkpoint_attrs, load_checkpoint
 
         ck = load_checkpoint(src)
         theirs = ck["state_dict"]
         ours = model.state_dict()
         take = {k: v for k, v in theirs.items() if k in ours and ours[k].shape == v.shape}
         model.load_state_dict(take, strict=False)
+        attrs = checkpoint_attrs(ck)  # BatchNorm eps/momentum etc. travel with the weights they were trained with
+        if "dropout" in self.given:
+            attrs.pop("dropout")
+        model.set_attrs(**attrs)
         origin = " (Ultralytics format)" if ck.get("source") == "ultralytics" else ""
         LOGGER.info(f"pretrained: transferred {len(take)}/{len(ours)} tensors from {src}{origin}")
         self.transferred = (len(take), len(ours))

@@ -16,6 +16,14 @@ from yolo_export.nn.modules import MODULES, C2f, Classify, Conv
 
 CFG_DIR = Path(__file__).resolve().parent.parent / "cfg"
 
+# Module attributes that change the computation but are not in the weights. A model records them in
+# ``model.yaml[ATTRS_KEY]`` (so checkpoints carry them); a YAML without them gets the reference classification
+# model's values; checkpoints written before they were recorded (format version 1) get LEGACY_ATTRS.
+ATTRS_KEY = "module_attrs"
+DEFAULT_ATTRS = {"bn_eps": 1e-5, "bn_momentum": 0.1, "act": "SiLU", "dropout": 0.0}
+LEGACY_ATTRS = {"bn_eps": 1e-3, "bn_momentum": 0.03, "act": "SiLU", "dropout": 0.0}
+ACTIVATIONS = ("SiLU",)
+
 
 def make_divisible(x, divisor=8):
     return math.ceil(x / divisor) * divisor
@@ -60,7 +68,12 @@ class ClassificationModel(nn.Module):
         if nc is not None:
             self.yaml["nc"] = int(nc)
         self.yaml["channels"] = ch
-        self.model, self.save = parse_model(self.yaml, ch, dropout=dropout)
+        attrs = check_attrs({**DEFAULT_ATTRS, **(self.yaml.get(ATTRS_KEY) or {})})
+        check_arch(self.yaml, ch)
+        if dropout:
+            attrs["dropout"] = float(dropout)
+        self.model, self.save = parse_model(self.yaml, ch)
+        self.set_attrs(**attrs)
         self.stride = torch.tensor([1.0])
         self.names = normalise_names(names, self.yaml["nc"])
 
@@ -86,6 +99,29 @@ class ClassificationModel(nn.Module):
     def is_fused(self) -> bool:
         return not any(isinstance(m, nn.BatchNorm2d) for m in self.modules())
 
+    def set_attrs(self, **attrs) -> None:
+        """Set computation attributes (BatchNorm eps/momentum, dropout p) on every module and record them."""
+        cur = check_attrs({**DEFAULT_ATTRS, **(self.yaml.get(ATTRS_KEY) or {}), **attrs})
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eps, m.momentum = cur["bn_eps"], cur["bn_momentum"]
+            elif isinstance(m, Classify):
+                m.drop.p = cur["dropout"]
+        self.yaml[ATTRS_KEY] = cur
+
+    @property
+    def attrs(self) -> dict:
+        """The attributes the modules hold now (what a checkpoint records); refused if the layers disagree."""
+        cur = dict(self.yaml.get(ATTRS_KEY) or DEFAULT_ATTRS)
+        bns = {(m.eps, m.momentum) for m in self.modules() if isinstance(m, nn.BatchNorm2d)}
+        if len(bns) > 1:
+            raise YoloExportError(f"the BatchNorm layers differ in eps/momentum ({sorted(bns, key=str)[:3]}); "
+                                  "a checkpoint records one value for all of them")
+        if bns:
+            cur["bn_eps"], cur["bn_momentum"] = bns.pop()
+        cur["dropout"] = float(self.model[-1].drop.p)
+        return check_attrs(cur)
+
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
@@ -102,6 +138,75 @@ class ClassificationModel(nn.Module):
         self.names = names
 
 
+MAX_NC, MAX_PARAMS = 100_000, 300_000_000  # yolov8x-cls has 57.4 M parameters at nc=1000; 22k classes add 28 M
+MAX_WIDTH, MAX_DEPTH, MAX_CHANNELS, MAX_REPEATS, MAX_ROWS = 4.0, 4.0, 16384, 64, 256
+
+
+def _limit(value, limit, what: str, env: str | None = None) -> None:
+    if env:
+        from yolo_export.nn.safe_load import env_limit
+
+        limit = env_limit(env, limit)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= limit:
+        how = f" ({env} raises it)" if env else ""
+        raise YoloExportError(f"model {what} {value!r} is outside the limit (0, {limit:g}]{how}")
+
+
+def check_arch(d: dict, ch) -> None:
+    """Budgets on a model description, checked before anything is built: nc, input channels, rows and repeats,
+    width/depth multiples, channel counts, then the parameter count of a build on the meta device (no memory)."""
+    from yolo_export.nn.safe_load import env_limit
+
+    _limit(d.get("nc"), MAX_NC, "nc (classes)", "YOLO_EXPORT_MAX_NC")
+    _limit(ch, 16, "input channels")
+    rows = d.get("backbone"), d.get("head")
+    if not all(isinstance(r, list) for r in rows) or not 0 < len(rows[0]) + len(rows[1]) <= MAX_ROWS:
+        raise YoloExportError(f"model YAML needs 'backbone' and 'head' lists of at most {MAX_ROWS} rows in all")
+    for i, row in enumerate(rows[0] + rows[1]):
+        if not (isinstance(row, list) and len(row) == 4 and isinstance(row[0], int) and isinstance(row[2], str)
+                and isinstance(row[3], list) and len(row[3]) <= 16):
+            raise YoloExportError(f"model YAML row {i} is not [from, repeats, module, args]: {str(row)[:80]}")
+        _limit(row[1], MAX_REPEATS, f"row {i} repeats", "YOLO_EXPORT_MAX_REPEATS")
+        if row[0] != -1 and not 0 <= row[0] < i:
+            raise YoloExportError(f"model YAML row {i} takes its input from {row[0]}, not an earlier row")
+        if row[2] in ("Conv", "C2f"):
+            _limit(row[3][0] if row[3] else None, MAX_CHANNELS, f"row {i} channels", "YOLO_EXPORT_MAX_CHANNELS")
+    if d.get("scales"):
+        s = d["scales"].get(d.get("scale")) if isinstance(d["scales"], dict) else None
+        if not (isinstance(s, list) and len(s) == 3):
+            raise YoloExportError(f"model scale {d.get('scale')!r} is not [depth, width, max_channels]")
+        _limit(s[0], MAX_DEPTH, "depth multiple", "YOLO_EXPORT_MAX_DEPTH")
+        _limit(s[1], MAX_WIDTH, "width multiple", "YOLO_EXPORT_MAX_WIDTH")
+        _limit(s[2], MAX_CHANNELS, "max_channels", "YOLO_EXPORT_MAX_CHANNELS")
+    if torch.empty(0).device.type != "meta":
+        with torch.device("meta"):
+            n = sum(p.numel() for p in parse_model(d, ch)[0].parameters())
+        limit = int(env_limit("YOLO_EXPORT_MAX_PARAMS", MAX_PARAMS))
+        if n > limit:
+            raise YoloExportError(f"model has {n / 1e6:.0f} M parameters, over the limit of {limit / 1e6:g} M "
+                                  "(YOLO_EXPORT_MAX_PARAMS raises it)")
+
+
+def check_attrs(attrs: dict) -> dict:
+    """Validate module attributes; a value this builder cannot reproduce is refused with one line naming it."""
+    out = dict(attrs)
+    unknown = sorted(set(out) - set(DEFAULT_ATTRS))
+    if unknown:
+        raise YoloExportError(f"unknown module attribute(s) {', '.join(unknown)} (known: {', '.join(DEFAULT_ATTRS)})")
+    eps, mom, p = out["bn_eps"], out["bn_momentum"], out["dropout"]
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+        raise YoloExportError(f"BatchNorm eps {eps!r} is not a number in (0, 1)")
+    if mom is not None and (isinstance(mom, bool) or not isinstance(mom, (int, float)) or not 0 <= mom <= 1):
+        raise YoloExportError(f"BatchNorm momentum {mom!r} is not a number in [0, 1] (or None)")
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+        raise YoloExportError(f"dropout p {p!r} is not a number in [0, 1)")
+    if out["act"] not in ACTIVATIONS:
+        raise YoloExportError(f"activation {out['act']!r} is not supported "
+                              f"(this model builds {', '.join(ACTIVATIONS)})")
+    out.update(bn_eps=float(eps), bn_momentum=None if mom is None else float(mom), dropout=float(p))
+    return out
+
+
 def normalise_names(names, nc: int) -> dict[int, str]:
     if names is None:
         return {i: f"class{i}" for i in range(nc)}
@@ -113,7 +218,7 @@ def normalise_names(names, nc: int) -> dict[int, str]:
     return out
 
 
-def parse_model(d: dict, ch: int, dropout: float = 0.0):
+def parse_model(d: dict, ch: int):
     nc = d["nc"]
     depth, width, max_channels = 1.0, 1.0, float("inf")
     if d.get("scales"):
@@ -136,8 +241,6 @@ def parse_model(d: dict, ch: int, dropout: float = 0.0):
         elif mod is Classify:
             c2 = args[0]
             args = [c1, *args]
-            if dropout:
-                args += [1, 1, None, 1, dropout]
         else:
             c2 = c1
         layer = nn.Sequential(*(mod(*args) for _ in range(n))) if n > 1 else mod(*args)

@@ -15,14 +15,17 @@ def autopad(k, p=None, d=1):
 
 
 class Conv(nn.Module):
-    """Conv2d (no bias) + BatchNorm2d + SiLU. After ``fuse()`` the BN is folded into the conv."""
+    """Conv2d (no bias) + BatchNorm2d + SiLU. After ``fuse()`` the BN is folded into the conv.
+
+    BatchNorm keeps PyTorch's defaults (eps 1e-5, momentum 0.1), as the reference classification model does; the
+    model builder sets the values a checkpoint records (``model.MODULE_ATTRS``)."""
 
     default_act = nn.SiLU()
 
     def __init__(self, c1, c2, k=1, s=1, p=None, g=1, d=1, act=True):
         super().__init__()
         self.conv = nn.Conv2d(c1, c2, k, s, autopad(k, p, d), groups=g, dilation=d, bias=False)
-        self.bn = nn.BatchNorm2d(c2, eps=0.001, momentum=0.03)
+        self.bn = nn.BatchNorm2d(c2)
         self.act = self.default_act if act is True else act if isinstance(act, nn.Module) else nn.Identity()
 
     def forward(self, x):

@@ -1,0 +1,282 @@
+"""The one reader for checkpoint files from elsewhere: a PyTorch zip archive, checked before anything is parsed.
+
+``read_torch_zip(path, find_class)`` never calls ``torch.load``: torch's legacy/tar paths hand the pickle module's
+``load`` an unrestricted unpickler, and its zip path hands TorchScript archives to ``torch.jit.load`` (which runs
+their code). Instead:
+
+1. the first bytes must be a zip local-file header (legacy pickles, tar archives and anything else are refused);
+2. the central directory must describe a torch archive: one top folder holding ``data.pkl``, ``data/<n>`` storage
+   records and torch's small bookkeeping entries, nothing else (a TorchScript program, with ``constants.pkl`` or
+   ``code/``, is refused as code); every entry must lie inside the file, storage records must be stored
+   uncompressed (torch never compresses them), and ``data.pkl`` must fit the pickle budget;
+3. ``data.pkl`` is unpickled by a ``pickle.Unpickler`` whose ``find_class`` is the caller's allow-list;
+4. each storage a tensor asks for is checked against its record's size, and all of them together against the
+   file's size, before its memory is allocated.
+
+Budgets (override with the environment variable named in the error): ``YOLO_EXPORT_MAX_PICKLE_MB`` (size of
+``data.pkl``, default 64).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import zipfile
+from pathlib import Path
+
+from yolo_export.errors import CheckpointError
+
+ZIP_MAGIC = b"PK\x03\x04"
+MAX_ENTRIES = 100_000
+_BOOKKEEPING = {"byteorder", "version", ".format_version", ".storage_alignment", ".data/version",
+                ".data/serialization_id"}
+_STORAGE_RE = re.compile(r"data/\d{1,9}")
+_TORCHSCRIPT_HINT = ("it is a TorchScript program (code), not a checkpoint; TorchScript files run code when "
+                     "loaded: rename it to .torchscript and load it only if you trust where it came from")
+
+
+def env_limit(name: str, default: float) -> float:
+    """A budget from the environment (a positive number), else ``default``."""
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        v = float(raw)
+    except ValueError:
+        raise CheckpointError(f"{name}={raw!r} is not a number") from None
+    if not v > 0:
+        raise CheckpointError(f"{name}={raw!r} must be positive")
+    return v
+
+
+class StorageType:
+    """What a pickled ``torch.<X>Storage`` global resolves to here: its dtype, nothing callable."""
+
+    def __init__(self, name: str, dtype):
+        self.name, self.dtype = name, dtype
+
+    def __repr__(self):
+        return f"StorageType({self.name})"
+
+
+def storage_types() -> dict[str, StorageType]:
+    import torch
+
+    dtypes = {"HalfStorage": torch.float16, "FloatStorage": torch.float32, "DoubleStorage": torch.float64,
+              "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
+              "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
+              "BoolStorage": torch.bool, "UntypedStorage": torch.uint8}
+    return {k: StorageType(k, v) for k, v in dtypes.items()}
+
+
+def sniff(path: Path) -> str:
+    """Why a file without the zip magic is not read (one clause), or '' if it starts like a zip."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head.startswith(ZIP_MAGIC):
+        return ""
+    if head[:1] == b"\x80" or head[:2] in (b"(d", b"}q", b"(l"):
+        return ("is a bare pickle (a legacy, pre-zip PyTorch file); only the zip checkpoint format is read, since "
+                "a bare pickle can run code when loaded (re-save it with a current torch.save)")
+    if head[257:262] == b"ustar":
+        return "is a tar archive (the legacy tar checkpoint format); only the zip checkpoint format is read"
+    if not head:
+        return "is empty"
+    return "is not a PyTorch checkpoint (not a zip archive; truncated or another format?)"
+
+
+def open_archive(path: Path) -> tuple[zipfile.ZipFile, str]:
+    """Open and check the zip structure; return the archive and its top folder (with trailing '/')."""
+    why = sniff(path)
+    if why:
+        raise CheckpointError(f"{path} {why}")
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise CheckpointError(f"{path} is not a valid zip archive ({e}); truncated or corrupt?") from None
+    try:
+        prefix = _check_entries(path, zf)
+    except BaseException:
+        zf.close()
+        raise
+    return zf, prefix
+
+
+def _check_entries(path: Path, zf: zipfile.ZipFile) -> str:
+    infos = zf.infolist()
+    if not infos or len(infos) > MAX_ENTRIES:
+        raise CheckpointError(f"{path}: {len(infos)} zip entries; a checkpoint has 1 to {MAX_ENTRIES}")
+    prefix = infos[0].filename.split("/", 1)[0] + "/"
+    rel = set()
+    for info in infos:
+        if not info.filename.startswith(prefix) or ".." in info.filename.split("/"):
+            raise CheckpointError(f"{path}: zip entry {info.filename!r} is outside the archive's folder {prefix!r}")
+        rel.add(info.filename[len(prefix):])
+    if "constants.pkl" in rel or any(r.startswith("code/") for r in rel):
+        raise CheckpointError(f"refused to load {path}: {_TORCHSCRIPT_HINT}")
+    if "data.pkl" not in rel:
+        raise CheckpointError(f"{path} is a zip archive but not a PyTorch checkpoint (no {prefix}data.pkl)")
+    size = path.stat().st_size
+    for info in infos:
+        name = info.filename[len(prefix):]
+        if name not in _BOOKKEEPING and name != "data.pkl" and not _STORAGE_RE.fullmatch(name):
+            raise CheckpointError(f"{path}: unexpected zip entry {info.filename!r} (not part of a PyTorch checkpoint)")
+        if info.flag_bits & 0x1:
+            raise CheckpointError(f"{path}: zip entry {info.filename!r} is encrypted")
+        if info.header_offset + info.compress_size > size:
+            raise CheckpointError(f"{path}: zip entry {info.filename!r} claims bytes beyond the end of the file "
+                                  "(truncated?)")
+        if name != "data.pkl" and (info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size):
+            raise CheckpointError(f"{path}: zip entry {info.filename!r} is compressed ({info.compress_size} -> "
+                                  f"{info.file_size} bytes); PyTorch stores these uncompressed, so it is refused "
+                                  "unread")
+    limit = int(env_limit("YOLO_EXPORT_MAX_PICKLE_MB", 64) * 2**20)
+    pkl = zf.getinfo(prefix + "data.pkl")
+    if pkl.file_size > limit:
+        raise CheckpointError(f"{path}: data.pkl is {pkl.file_size / 2**20:.1f} MB, over the "
+                              f"{limit / 2**20:g} MB limit (YOLO_EXPORT_MAX_PICKLE_MB raises it)")
+    return prefix
+
+
+class _Storages:
+    """``persistent_load`` for a torch archive: each storage is checked against its record before allocation."""
+
+    def __init__(self, path: Path, zf: zipfile.ZipFile, prefix: str):
+        self.path, self.zf, self.prefix = path, zf, prefix
+        self.loaded: dict[str, object] = {}
+        self.budget = path.stat().st_size  # all storages together cannot be larger than the file holding them
+
+    def __call__(self, pid):
+        import torch
+
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] in ("storage", b"storage")):
+            raise CheckpointError(f"{self.path}: malformed tensor storage reference in data.pkl")
+        _, stype, key, _location, numel = pid
+        key = key.decode("ascii", "replace") if isinstance(key, bytes) else key
+        if not isinstance(stype, StorageType) or not isinstance(key, str) or not _STORAGE_RE.fullmatch(f"data/{key}"):
+            raise CheckpointError(f"{self.path}: malformed tensor storage reference in data.pkl")
+        if key in self.loaded:
+            return self.loaded[key]
+        if isinstance(numel, bool) or not isinstance(numel, int) or numel < 0:
+            raise CheckpointError(f"{self.path}: storage {key} declares {numel!r} elements")
+        nbytes = numel * torch.empty((), dtype=stype.dtype).element_size()
+        try:
+            info = self.zf.getinfo(f"{self.prefix}data/{key}")
+        except KeyError:
+            raise CheckpointError(f"{self.path}: storage record data/{key} is missing (truncated?)") from None
+        if nbytes > info.file_size or nbytes > self.budget:
+            raise CheckpointError(f"{self.path}: storage {key} declares {nbytes} bytes but its record holds "
+                                  f"{info.file_size} (the file has {self.budget} bytes left); refused before "
+                                  "allocating")
+        self.budget -= nbytes
+        buf = torch.empty(nbytes, dtype=torch.uint8)
+        view = memoryview(buf.numpy()) if nbytes else None
+        with self.zf.open(info) as f:
+            got = 0
+            while got < nbytes:
+                n = f.readinto(view[got:])
+                if not n:
+                    raise CheckpointError(f"{self.path}: storage record data/{key} ends early (truncated?)")
+                got += n
+        st = torch.storage.TypedStorage(wrap_storage=buf.untyped_storage(), dtype=stype.dtype, _internal=True)
+        self.loaded[key] = st
+        return st
+
+
+def read_torch_zip(path: str | Path, unpickler_cls: type[pickle.Unpickler]):
+    """Unpickle a checked torch zip archive with ``unpickler_cls`` (its ``find_class`` is the allow-list)."""
+    import io
+
+    path = Path(path)
+    zf, prefix = open_archive(path)
+    with zf:
+        order = prefix + "byteorder"
+        if order in zf.namelist() and zf.read(order).strip() not in (b"little", b""):
+            raise CheckpointError(f"{path}: a big-endian checkpoint is not supported")
+        limit = zf.getinfo(prefix + "data.pkl").file_size
+        with zf.open(prefix + "data.pkl") as f:
+            data = f.read(limit + 1)
+        up = unpickler_cls(io.BytesIO(data))
+        up.persistent_load = _Storages(path, zf, prefix)
+        try:
+            return up.load()
+        except CheckpointError:
+            raise
+        except RecursionError:
+            raise CheckpointError(f"{path}: data.pkl nests too deeply") from None
+        except MemoryError:
+            raise CheckpointError(f"{path}: data.pkl needs more memory than allowed") from None
+        except Exception as e:  # noqa: BLE001 - a corrupt pickle raises anything; one line says so
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"cannot read checkpoint {path}: {msg}") from None
+
+
+class Budget:
+    """Counts items while walking data read from a file: shared references count each time they are reached, so a
+    pickle memo "billion laughs" is refused after ``items`` steps instead of being expanded."""
+
+    def __init__(self, where: str, items: int | None = None, depth: int = 32):
+        self.where = where
+        self.items = int(items or env_limit("YOLO_EXPORT_MAX_CHECKPOINT_ITEMS", 1_000_000))
+        self.depth = depth
+        self.n = 0
+
+    def step(self, depth: int, field: str) -> None:
+        self.n += 1
+        if self.n > self.items:
+            raise CheckpointError(f"{self.where}: '{field}' holds more than {self.items} items (shared references "
+                                  "count each time they are reached); refused before expanding it "
+                                  "(YOLO_EXPORT_MAX_CHECKPOINT_ITEMS raises the limit)")
+        if depth > self.depth:
+            raise CheckpointError(f"{self.where}: '{field}' nests deeper than {self.depth} levels")
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def plain_data(x, budget: Budget, field: str, *, strict: bool, depth: int = 0):
+    """``x`` as dict/list/str/int/float/bool/None/Tensor, within ``budget``.
+
+    ``strict``: anything else is refused (our own format holds nothing else). Otherwise (metadata of an imported
+    file) numpy scalars become numbers, namespaces become dicts and other objects a ``<TypeName>`` placeholder;
+    nothing from the file is ever called or printed through its own ``__repr__``.
+    """
+    import torch
+
+    budget.step(depth, field)
+    if isinstance(x, _SCALARS) or isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, dict):
+        out = {}
+        for k, v in x.items():
+            budget.step(depth + 1, field)
+            if not isinstance(k, (str, int)) or isinstance(k, bool):
+                if strict:
+                    raise CheckpointError(f"{budget.where}: '{field}' has a {type(k).__name__} key; refused")
+                k = repr(k) if isinstance(k, (float, bool, type(None))) else f"<{type(k).__name__}>"
+            out[k] = plain_data(v, budget, field, strict=strict, depth=depth + 1)
+        return out
+    if isinstance(x, (list, tuple)):
+        return [plain_data(v, budget, field, strict=strict, depth=depth + 1) for v in x]
+    if strict:
+        raise CheckpointError(f"{budget.where}: '{field}' holds a {type(x).__name__}, which a yolo-export checkpoint "
+                              "never contains; refused")
+    return _loose(x, budget, field, depth)
+
+
+def _loose(x, budget: Budget, field: str, depth: int):
+    import enum
+
+    import numpy as np
+
+    if isinstance(x, np.generic) and x.dtype.kind in "biuf":
+        return x.item()
+    if isinstance(x, enum.Enum) and isinstance(x.value, _SCALARS):
+        return x.value
+    if isinstance(x, Path):
+        return str(x)
+    d = getattr(x, "__dict__", None)
+    if type(x).__name__ == "IterableSimpleNamespace" and isinstance(d, dict):
+        return plain_data(d, budget, field, strict=False, depth=depth + 1)
+    return f"<{type(x).__name__}>"
