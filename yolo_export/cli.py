@@ -75,6 +75,15 @@ def _json_opt(f):
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(f)
 
 
+RAY_LOCAL = "local"  # --ray with no address: start a local Ray cluster
+
+
+def _ray_opt(f):
+    """``--ray`` (start a local cluster) or ``--ray ADDRESS`` (join one: auto, ray://head:10001)."""
+    return click.option("--ray", "ray_address", is_flag=False, flag_value=RAY_LOCAL, default=None, metavar="[ADDRESS]",
+                        help="Run on Ray: alone, start a local cluster; with ADDRESS, join that cluster.")(f)
+
+
 @click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="yolo-export", prog_name="yexport")
 def main():
@@ -142,10 +151,26 @@ def export_cmd(model, fmt, as_json, verbose, **opts):
 @click.option("--batch", type=int, default=1, show_default=True)
 @click.option("--device", default=None)
 @click.option("--half", is_flag=True, help="fp16 on CUDA (PyTorch, TorchScript).")
+@click.option("--output", "-o", help="Write one row per image, in input order, to results.jsonl or .parquet "
+              "(a rerun skips the rows already written).")
+@_ray_opt
 @_json_opt
 @_verbose_opt
-def predict_cmd(model, source, imgsz, batch, device, half, as_json, verbose):
+def predict_cmd(model, source, imgsz, batch, device, half, output, ray_address, as_json, verbose):
     """Classify images with MODEL; the same Results for every format."""
+    if output or ray_address:
+        def to_file():
+            from yolo_export.distributed import predict_to_file
+
+            return predict_to_file(model, list(source), output, ray=ray_address is not None,
+                                   address=None if ray_address == RAY_LOCAL else ray_address, imgsz=imgsz,
+                                   batch=batch, device=device, progress=not as_json)
+
+        summary = run_command(to_file, verbose, as_json)
+        emit_json(summary) if as_json else click.echo(
+            f"{summary['images']} image(s) -> {summary['output']} ({summary['skipped_already_written']} already "
+            f"written, {summary['errors']} unreadable) in {summary['time_s']:.1f}s", err=True)
+        return
 
     def go():
         from yolo_export import YOLO

@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import click
 
-from yolo_export.cli import _verbose_opt, run_command
-
-LOCAL = "local"  # --ray with no address: start a local Ray cluster
-
-
-def ray_option(f):
-    """``--ray`` (start a local cluster) or ``--ray ADDRESS`` (join one, e.g. ray://head:10001 or auto)."""
-    return click.option("--ray", "ray_address", is_flag=False, flag_value=LOCAL, default=None, metavar="[ADDRESS]",
-                        help="Run on Ray: alone, start a local cluster; with ADDRESS, join that cluster.")(f)
+from yolo_export.cli import RAY_LOCAL, _ray_opt, _verbose_opt, run_command
 
 
 @click.command("serve")
@@ -31,7 +23,7 @@ def ray_option(f):
 @click.option("--max-images", type=int, default=16, show_default=True, help="Most images in one request.")
 @click.option("--max-pixels", type=int, default=40_000_000, show_default=True,
               help="Largest image (width x height, read from the header before decoding).")
-@ray_option
+@_ray_opt
 @_verbose_opt
 def serve_cmd(model, host, port, device, threads, replicas, max_batch, batch_wait_ms, max_upload_mb, max_images,
               max_pixels, ray_address, verbose):
@@ -63,7 +55,7 @@ def serve_cmd(model, host, port, device, threads, replicas, max_batch, batch_wai
             from yolo_export.distributed import serve_on_ray
 
             click.echo(f"serving {model} on Ray ({replicas} replica(s)) at {where}", err=True)
-            return serve_on_ray(cfg, None if ray_address == LOCAL else ray_address, host, port, replicas)
+            return serve_on_ray(cfg, None if ray_address == RAY_LOCAL else ray_address, host, port, replicas)
         from yolo_export.serving import serve
 
         click.echo(f"serving {model} at {where} (Ctrl-C or SIGTERM stops; in-flight requests finish)", err=True)

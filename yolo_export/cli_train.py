@@ -8,7 +8,7 @@ import time
 
 import click
 
-from yolo_export.cli import _json_opt, _verbose_opt, emit_json, run_command
+from yolo_export.cli import RAY_LOCAL, _json_opt, _ray_opt, _verbose_opt, emit_json, run_command
 
 # The README recipe: yolov8n-cls on the built-in digits at imgsz 32 (the digits augmentation preset applies).
 RECIPE = {"model": "yolov8n-cls.yaml", "data": "digits", "epochs": 20, "imgsz": 32, "batch": 64, "workers": 0,
@@ -104,13 +104,21 @@ def train_cmd(model, as_json, verbose, **opts):
 @click.option("--workers", type=int, default=0, show_default=True)
 @click.option("--half", is_flag=True, help="fp16 on CUDA (PyTorch).")
 @click.option("--predictions", is_flag=True, help="Add each image's file and predicted class to the JSON.")
+@_ray_opt
 @_json_opt
 @_verbose_opt
-def val_cmd(model, data, split, batch, imgsz, device, workers, half, predictions, as_json, verbose):
+def val_cmd(model, data, split, batch, imgsz, device, workers, half, predictions, ray_address, as_json, verbose):
     """Top-1/top-5, per-class accuracy, confusion matrix and speed of MODEL on a dataset split."""
 
     def go():
         from yolo_export import YOLO
+
+        if ray_address is not None:
+            from yolo_export.distributed import ray_val
+
+            return ray_val(model, data, split=split, batch=batch, imgsz=imgsz,
+                           address=None if ray_address == RAY_LOCAL else ray_address, device=device or "cpu",
+                           progress=not as_json)
 
         y = YOLO(model, device=device)
         return y.val(data=data, split=split, batch=batch, imgsz=imgsz, device=device, workers=workers, half=half,

@@ -1,0 +1,374 @@
+"""Scale-out on Ray: batch predict and val over Ray Data actors, and ``yexport serve --ray`` on Ray Serve.
+
+- Each actor loads the artefact once (``YOLO(model).backend()``) and runs the project's own predict path
+  (``stream_predict``) or val preprocessing (``EvalTransform``) on the batches it is given.
+- Ray Data keeps the input order (``preserve_order``) and retries the tasks of an actor that dies (``max_restarts`` /
+  ``max_task_retries``): a killed worker costs no result and writes no duplicate.
+- The driver collects the rows in input order and appends them to ``--output`` as they come (JSON Lines; a
+  ``.parquet`` output is journalled as JSON Lines beside it and written atomically at the end), so what is written is
+  always a prefix of the inputs: a rerun after an interruption checks that prefix and predicts only the rest.
+
+Ray is imported inside functions: ``yexport --help`` never imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from yolo_export.errors import ArgumentError, ImageError, MissingDependency, YoloExportError
+from yolo_export.utils import LOGGER
+
+LOCAL_OBJECT_STORE = 256 * 2**20  # a local cluster started here moves only paths and small rows
+
+
+def require_ray() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None or importlib.util.find_spec("pyarrow") is None:
+        raise MissingDependency("--ray", "ray")
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None,
+             object_store_memory: int = LOCAL_OBJECT_STORE):
+    """Join ``address`` (a running cluster) or start a local one; reuses a connection already made."""
+    require_ray()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import logging
+
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus, object_store_memory=object_store_memory, include_dashboard=False,
+                 logging_level=logging.WARNING, log_to_driver=False)
+    return ray
+
+
+# ------------------------------------------------------------------------------ actors (run on Ray workers)
+class PredictActor:
+    """Loads the artefact once; ``__call__`` classifies a batch of paths with ``stream_predict``."""
+
+    def __init__(self, model: str, imgsz: int | None = None, device: str = "cpu", threads: int | None = None):
+        if threads:
+            import torch
+
+            torch.set_num_threads(int(threads))
+        from yolo_export import YOLO
+
+        self.backend = YOLO(model, device=device).backend(device)
+        self.imgsz = imgsz
+
+    def __call__(self, batch: dict) -> dict:
+        from yolo_export.engine.predictor import stream_predict
+
+        paths = [str(p) for p in batch["path"]]
+        try:
+            rows = [_row(r) for r in stream_predict(self.backend, paths, imgsz=self.imgsz, batch=len(paths),
+                                                    workers=0)]
+        except ImageError:  # one bad file: classify the rest one by one, the bad one gets an error row
+            rows = []
+            for p in paths:
+                try:
+                    rows.append(_row(next(iter(stream_predict(self.backend, [p], imgsz=self.imgsz, workers=0)))))
+                except ImageError as e:
+                    rows.append({"path": p, "top1": None, "name": None, "confidence": None, "top5": [],
+                                 "error": str(e)})
+        return {"index": np.asarray(batch["index"]), "row": np.asarray([json.dumps(r) for r in rows], dtype=object)}
+
+
+def _row(r) -> dict:
+    d = r.to_dict()
+    d.pop("speed", None)  # timings differ run to run; the answers do not
+    d["error"] = None
+    return d
+
+
+class ValActor:
+    """Loads the artefact once; ``__call__`` returns the class probabilities of a batch of (path, label) rows,
+    preprocessed as ``yexport val`` does (``EvalTransform``)."""
+
+    def __init__(self, model: str, imgsz: int | None = None, device: str = "cpu", threads: int | None = None):
+        if threads:
+            import torch
+
+            torch.set_num_threads(int(threads))
+        from yolo_export import YOLO
+        from yolo_export.data.augment import EvalTransform
+        from yolo_export.engine.predictor import resolve_preprocess
+
+        self.backend = YOLO(model, device=device).backend(device)
+        self.transform = EvalTransform(resolve_preprocess(self.backend, imgsz))
+
+    def __call__(self, batch: dict) -> dict:
+        good, arrays, errors = [], [], []
+        for i, p in enumerate(batch["path"]):
+            try:
+                arrays.append(self.transform(str(p)))
+                good.append(i)
+            except ImageError as e:
+                errors.append(str(e))
+        nc = len(self.backend.names)
+        probs = np.full((len(batch["path"]), nc), np.nan, np.float32)
+        if arrays:
+            probs[good] = self.backend.run(np.stack(arrays))
+        return {"index": np.asarray(batch["index"]), "label": np.asarray(batch["label"]), "probs": probs}
+
+
+# ------------------------------------------------------------------------------ the driver
+def _actors(ray, concurrency: int | None) -> int:
+    return max(1, int(concurrency or ray.cluster_resources().get("CPU", 1)))
+
+
+def map_in_order(ray, rows: list[dict], actor_cls, ctor: dict, batch: int, concurrency: int | None):
+    """Ray Data over ``rows`` with one actor per CPU (or ``concurrency``); yields the output batches in input
+    order. A dead actor is restarted and its task retried by Ray (Ray Data's defaults for actor pools:
+    ``max_restarts=-1``, ``max_task_retries=-1``)."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    n_blocks = max(1, min(len(rows), (len(rows) + batch - 1) // batch))
+    ds = ray.data.from_items(rows, override_num_blocks=n_blocks)
+    ds = ds.map_batches(actor_cls, fn_constructor_kwargs=ctor, batch_size=batch, batch_format="numpy",
+                        concurrency=_actors(ray, concurrency), num_cpus=1)  # Ray Data defaults: restart, retry
+    yield from ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1)
+
+
+def list_inputs(source) -> list[str]:
+    from yolo_export.data.sources import iter_items
+
+    sources = source if isinstance(source, (list, tuple)) else [source]
+    out = []
+    for s in sources:
+        if not isinstance(s, (str, Path)):
+            raise ArgumentError("--ray predicts files: give a file, directory or glob")
+        out.extend(str(it.path) for it in iter_items(s))
+    return out
+
+
+class ResultsWriter:
+    """Appends rows in input order to ``output`` (.jsonl) or to a JSON Lines journal beside a ``.parquet`` output
+    that ``close()`` turns into the Parquet file atomically. ``done`` rows already written are checked to be the
+    prefix of this run's inputs and skipped."""
+
+    def __init__(self, output: str | Path, paths: list[str]):
+        self.output = Path(output)
+        suffix = self.output.suffix.lower()
+        if suffix not in (".jsonl", ".parquet"):
+            raise ArgumentError(f"--output must end in .jsonl or .parquet (got {self.output.name})")
+        self.parquet = suffix == ".parquet"
+        self.journal = self.output.with_name(self.output.name + ".partial.jsonl") if self.parquet else self.output
+        if self.parquet and self.output.exists() and not self.journal.exists():
+            self.rows = self._read_parquet()
+            self._journal_from(self.rows)
+        else:
+            self.rows = self._read_journal()
+        self._check_prefix(paths)
+        self.done = len(self.rows)
+        self.journal.parent.mkdir(parents=True, exist_ok=True)
+        self.f = open(self.journal, "a", encoding="utf-8")
+
+    def _read_journal(self) -> list[dict]:
+        if not self.journal.exists():
+            return []
+        rows, good = [], 0
+        with open(self.journal, "rb") as f:
+            for line in f:
+                if not line.endswith(b"\n"):
+                    break  # the last line of an interrupted run
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    break
+                good += len(line)
+        if good != self.journal.stat().st_size:
+            with open(self.journal, "r+b") as f:
+                f.truncate(good)
+        return rows
+
+    def _read_parquet(self) -> list[dict]:
+        import pyarrow.parquet as pq
+
+        return pq.read_table(self.output).to_pylist()
+
+    def _journal_from(self, rows):
+        with open(self.journal, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+
+    def _check_prefix(self, paths):
+        for i, r in enumerate(self.rows):
+            if i >= len(paths) or r.get("path") != paths[i] or r.get("index") != i:
+                raise YoloExportError(f"{self.output} holds results of other inputs (row {i}: {r.get('path')}); "
+                                      "choose another --output")
+
+    def write(self, row: dict):
+        self.f.write(json.dumps(row) + "\n")
+        self.rows.append(row)
+
+    def flush(self):
+        self.f.flush()
+
+    def close(self, complete: bool):
+        self.f.close()
+        if self.parquet and complete:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            tmp = self.output.with_name(f".{self.output.name}.tmp")
+            pq.write_table(pa.Table.from_pylist(self.rows), tmp)
+            os.replace(tmp, self.output)
+            self.journal.unlink()
+
+
+def ray_predict(model, source, output, address: str | None = None, imgsz: int | None = None, batch: int = 16,
+                device: str = "cpu", threads: int | None = 1, actors: int | None = None, num_cpus: int | None = None,
+                progress: bool = True) -> dict:
+    """Classify every image of ``source`` on Ray actors; rows in input order in ``output``. Returns a summary."""
+    import time
+
+    from tqdm import tqdm
+
+    paths = list_inputs(source)
+    writer = ResultsWriter(output, paths)
+    todo = [{"index": i, "path": p} for i, p in enumerate(paths) if i >= writer.done]
+    t0, complete = time.perf_counter(), False
+    try:
+        if todo:
+            ray = init_ray(address, num_cpus)
+            ctor = {"model": _abs(model), "imgsz": imgsz, "device": device, "threads": threads}
+            with tqdm(total=len(paths), initial=writer.done, desc="predict (ray)", disable=not progress,
+                      mininterval=0.5, dynamic_ncols=True) as bar:
+                for out in map_in_order(ray, todo, PredictActor, ctor, batch, actors):
+                    for i, row in zip(out["index"], out["row"]):
+                        writer.write({"index": int(i), **json.loads(row)})
+                    writer.flush()
+                    bar.update(len(out["index"]))
+        complete = len(writer.rows) == len(paths)
+    finally:
+        writer.close(complete)
+    dt = time.perf_counter() - t0
+    return {"output": str(writer.output), "images": len(paths), "skipped_already_written": writer.done,
+            "predicted": len(todo), "errors": sum(1 for r in writer.rows if r.get("error")), "time_s": round(dt, 3),
+            "images_per_s": round(len(todo) / dt, 2) if todo and dt else None}
+
+
+def _abs(model) -> str:
+    return str(Path(model).resolve()) if Path(str(model)).exists() else str(model)
+
+
+def ray_val(model, data, split: str = "val", address: str | None = None, imgsz: int | None = None, batch: int = 32,
+            device: str = "cpu", threads: int | None = 1, actors: int | None = None, num_cpus: int | None = None,
+            fraction: float | None = None, progress: bool = True):
+    """``yexport val`` with the images preprocessed and classified on Ray actors; the driver counts with the same
+    ``evaluate``/``summarise`` as local val, so the metrics are the same."""
+    import time
+
+    import torch
+
+    from yolo_export import YOLO
+    from yolo_export.data.datasets import ClassificationDataset, resolve_dataset
+    from yolo_export.engine.validator import Validator, evaluate, match_classes, summarise
+
+    y = YOLO(model)
+    data = data or Validator(y)._default_data()
+    root = resolve_dataset(data)
+    ds = ClassificationDataset(root, split, fraction=fraction)
+    mapping = match_classes(y.names, ds.names)
+    names = [y.names[i] for i in sorted(y.names)]
+    rows = [{"index": i, "path": str(p), "label": int(mapping[c] if mapping else c)} for i, (p, c) in
+            enumerate(ds.samples)]
+    ray = init_ray(address, num_cpus)
+    ctor = {"model": _abs(model), "imgsz": imgsz, "device": device, "threads": threads}
+    batches = map_in_order(ray, rows, ValActor, ctor, batch, actors)
+
+    class Loader:
+        def __len__(self):
+            return (len(rows) + batch - 1) // batch
+
+        def __iter__(self):
+            for b in batches:
+                ok = ~np.isnan(b["probs"]).any(1)
+                bad = [(rows[int(i)]["path"], "cannot be decoded") for i in b["index"][~ok]]
+                if not ok.any():
+                    yield None, None, None, bad
+                    continue
+                yield (torch.from_numpy(b["probs"][ok]), torch.from_numpy(b["label"][ok].astype(np.int64)),
+                       torch.from_numpy(b["index"][ok].astype(np.int64)), bad)
+
+    t0 = time.perf_counter()
+    counts = evaluate(lambda x: x, Loader(), len(names), progress=progress, desc=f"val {y.format} (ray)")
+    m = summarise(counts, names)
+    m.update(format=y.format, model=str(y.ckpt_path or y.model_name), data=str(data), split=split,
+             imgsz=int(imgsz or y.imgsz), time_s=round(time.perf_counter() - t0, 3), ray=True)
+    LOGGER.info(f"{m['format']} on {data}/{split} (ray): top1 {m['top1']:.4f}  top5 {m['top5']:.4f}  ({m['n']} images)")
+    return m
+
+
+# ------------------------------------------------------------------------------ serve on Ray Serve
+def serve_on_ray(cfg, address: str | None, host: str, port: int, replicas: int) -> None:
+    """The same FastAPI app as ``yexport serve``, as ``replicas`` Ray Serve replicas behind Ray's HTTP proxy;
+    blocks until SIGINT/SIGTERM, then shuts the application down."""
+    import functools
+    import signal
+    import threading
+
+    from yolo_export.serving import build_app, require_serving
+
+    require_serving()
+    ray = init_ray(address, None)
+    from ray import serve
+
+    serve.start(http_options={"host": host, "port": port})
+    app_cls = serve.ingress(functools.partial(build_app, cfg, load_async=False))(type("YExportServe", (), {}))
+    dep = serve.deployment(name="yexport", num_replicas=replicas,
+                           ray_actor_options={"num_cpus": 1})(app_cls)
+    serve.run(dep.bind(), name="yexport", route_prefix="/", blocking=False)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        LOGGER.info(f"ready: http://{host}:{port} ({replicas} replica(s) on Ray)")
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def predict_to_file(model, source, output, ray: bool = False, address: str | None = None, imgsz: int | None = None,
+                    batch: int = 1, device: str | None = None, progress: bool = True) -> dict:
+    """``yexport predict --output FILE [--ray [ADDRESS]]``: rows in input order; a rerun skips what is written."""
+    if not output:
+        raise ArgumentError("--ray writes its results to a file: add --output results.jsonl (or .parquet)")
+    if ray:
+        return ray_predict(model, source, output, address=address, imgsz=imgsz, batch=max(int(batch or 1), 16),
+                           device=device or "cpu", progress=progress)
+    import time
+
+    from yolo_export import YOLO
+
+    t0 = time.perf_counter()
+    paths = list_inputs(source)
+    writer = ResultsWriter(output, paths)
+    todo = paths[writer.done:]
+    complete = False
+    try:
+        if todo:
+            for i, r in enumerate(YOLO(model, device=device).predict(todo, imgsz=imgsz, batch=batch, device=device,
+                                                                     stream=True), start=writer.done):
+                writer.write({"index": i, **_row(r)})
+        complete = len(writer.rows) == len(paths)
+    finally:
+        writer.close(complete)
+    return {"output": str(writer.output), "images": len(paths), "skipped_already_written": writer.done,
+            "predicted": len(todo), "errors": 0, "time_s": round(time.perf_counter() - t0, 3)}
