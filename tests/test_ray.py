@@ -158,3 +158,49 @@ def test_ray_without_output_is_one_line(onnx_model, many_images):
     assert r.exit_code == 2 and "add --output results.jsonl" in r.output
     r = CliRunner().invoke(main, ["predict", "-m", str(onnx_model), "-s", str(many_images), "-o", "x.csv"])
     assert r.exit_code == 2 and ".jsonl or .parquet" in r.output
+
+
+def test_serve_on_ray_two_replicas_same_api(onnx_model, tmp_path):
+    """`yexport serve --ray --replicas 2`: the same app as Ray Serve replicas on a local cluster; same answers as
+    predict, 4xx JSON for a bad request; SIGTERM shuts the application and the cluster down."""
+    import io
+    import subprocess
+    import sys
+
+    import httpx
+    from PIL import Image
+    from test_serve import free_port
+
+    from yolo_export import YOLO
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (48, 64, 3)).astype(np.uint8)).save(buf, "PNG")
+    (tmp_path / "a.png").write_bytes(buf.getvalue())
+    want = YOLO(onnx_model).predict(str(tmp_path / "a.png"))[0].to_dict()
+    port = free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen([sys.executable, "-m", "yolo_export", "serve", str(onnx_model), "--port", str(port), "--ray",
+                          "--replicas", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            assert p.poll() is None, p.communicate()[1][-3000:]
+            try:
+                if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        got = [httpx.post(url + "/predict", content=buf.getvalue(), timeout=30).json()[0] for _ in range(4)]
+        for g in got:
+            assert (g["top1"], g["name"], g["top5"]) == (want["top1"], want["name"], want["top5"])
+        bad = httpx.post(url + "/predict", content=b"not an image", timeout=30)
+        assert bad.status_code == 415 and bad.json()["type"] == "unsupported_media_type"
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(90) == 0
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()

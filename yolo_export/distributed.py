@@ -314,24 +314,36 @@ def ray_val(model, data, split: str = "val", address: str | None = None, imgsz: 
 
 
 # ------------------------------------------------------------------------------ serve on Ray Serve
+class ServeReplica:
+    """One Ray Serve replica: builds ``yexport serve``'s app (``serving.build_app``) from the config, once."""
+
+    def __init__(self, cfg_json: str):
+        from yolo_export.serving import ServeConfig
+
+        self.cfg = ServeConfig(**json.loads(cfg_json))
+
+    def __serve_build_asgi_app__(self):
+        from yolo_export.serving import build_app
+
+        return build_app(self.cfg, load_async=False)
+
+
 def serve_on_ray(cfg, address: str | None, host: str, port: int, replicas: int) -> None:
     """The same FastAPI app as ``yexport serve``, as ``replicas`` Ray Serve replicas behind Ray's HTTP proxy;
     blocks until SIGINT/SIGTERM, then shuts the application down."""
-    import functools
     import signal
     import threading
 
-    from yolo_export.serving import build_app, require_serving
+    from yolo_export.serving import require_serving
 
     require_serving()
     ray = init_ray(address, None)
     from ray import serve
 
     serve.start(http_options={"host": host, "port": port})
-    app_cls = serve.ingress(functools.partial(build_app, cfg, load_async=False))(type("YExportServe", (), {}))
     dep = serve.deployment(name="yexport", num_replicas=replicas,
-                           ray_actor_options={"num_cpus": 1})(app_cls)
-    serve.run(dep.bind(), name="yexport", route_prefix="/", blocking=False)
+                           ray_actor_options={"num_cpus": 1})(serve.ingress()(ServeReplica))
+    serve.run(dep.bind(cfg.to_env()), name="yexport", route_prefix="/", blocking=False)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
