@@ -88,6 +88,7 @@ class CoreMLBackend(Backend):
     title = "CoreML"
     suffix = ".mlpackage"
     is_dir = True
+    content = ("Manifest.json",)
     extra = "coreml"
     requires = ("coremltools",)
     args = frozenset({"half", "int8"})

@@ -74,6 +74,7 @@ class NcnnBackend(Backend):
     extra = "ncnn"
     requires = ("ncnn", "pnnx")
     args = frozenset({"half"})
+    content = ("*.param", "*.bin")
 
     def check_args(self, args):
         super().check_args(args)
@@ -86,12 +87,13 @@ class NcnnBackend(Backend):
 
         model = ctx.model.cpu().float().eval()
         sample = ctx.sample.cpu().float()[:1]
-        scratch = ctx.workdir / "pnnx"
+        # absolute paths: pnnx runs with its scratch folder as cwd, so a relative path would point inside it
+        scratch = (ctx.workdir / "pnnx").absolute()
         scratch.mkdir(parents=True, exist_ok=True)
         ts_path = scratch / "model.torchscript"
         with torch.no_grad():
             torch.jit.trace(model, sample, strict=False, check_trace=False).save(str(ts_path))
-        out = ctx.workdir / f"{ctx.stem}{self.suffix}"
+        out = (ctx.workdir / f"{ctx.stem}{self.suffix}").absolute()
         out.mkdir(parents=True, exist_ok=True)
         shape = ",".join(str(int(s)) for s in sample.shape)
         cmd = [EXEC_PATH, str(ts_path), f"inputshape=[{shape}]f32", "device=cpu",

@@ -80,6 +80,7 @@ class OpenVINOBackend(Backend):
     title = "OpenVINO"
     suffix = "_openvino_model"
     is_dir = True
+    content = ("*.xml", "*.bin")
     extra = "openvino"
     requires = ("openvino",)
     args = frozenset({"half", "int8", "dynamic", "calib_images"})
@@ -147,6 +148,13 @@ class OpenVINOBackend(Backend):
         with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars print to stdout; keep it for --json
             return nncf.quantize(om, nncf.Dataset(items), subset_size=len(items),
                                  preset=nncf.QuantizationPreset.MIXED)
+
+    def recognise(self, path):
+        """A folder holding an IR, or a model-server layout's ``model.xml`` (with its ``.bin``) named directly."""
+        path = Path(path)
+        if path.is_file():
+            return path.suffix == ".xml" and path.with_suffix(".bin").is_file()
+        return super().recognise(path)
 
     def load(self, path, device, metadata):
         if str(device or "cpu") not in ("cpu", "CPU"):

@@ -112,6 +112,7 @@ class PaddleBackend(Backend):
     title = "PaddlePaddle"
     suffix = "_paddle_model"
     is_dir = True
+    content = ("*.pdiparams",)
     extra = "paddle"
     requires = ("paddle", "x2paddle", "six", "requests")
     args = frozenset()

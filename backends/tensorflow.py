@@ -386,10 +386,6 @@ class TFLiteBackend(_TFBase):
     args = frozenset({"half", "int8", "calib_images"})
     builds_on = "saved_model"
 
-    def output_path(self, base, args):
-        tag = "_int8" if args.get("int8") else "_float16" if args.get("half") else ""
-        return base.with_name(base.name + tag + self.suffix)
-
     def runtime_available(self):
         if importlib_missing("ai_edge_litert") and importlib_missing("tensorflow"):
             return False, "needs ai-edge-litert (or tensorflow) to run a .tflite"

@@ -192,6 +192,7 @@ class TfjsBackend(Backend):
     title = "TF.js"
     suffix = "_web_model"
     is_dir = True
+    content = ("model.json", "*.bin")
     extra = "tfjs"
     requires = ("tensorflow", "onnx2tf", "tf_keras", "tensorflowjs", "tensorflow_hub", "jax", "pkg_resources")
     args = frozenset({"half", "int8"})

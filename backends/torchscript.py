@@ -64,7 +64,7 @@ class TorchScriptBackend(Backend):
 
             ts = optimize_for_mobile(ts)
         out = ctx.workdir / f"{ctx.stem}.torchscript"
-        torch.jit.save(ts, str(out), _extra_files={EXTRA: json.dumps(_jsonable(ctx.metadata))})
+        _save(ts, out, ctx.metadata)
         return out
 
     def load(self, path, device, metadata):
@@ -73,10 +73,7 @@ class TorchScriptBackend(Backend):
     def write_metadata(self, path: Path, meta):
         import torch
 
-        m = torch.jit.load(str(path), map_location="cpu")
-        tmp = path.with_name(path.name + ".meta-tmp")
-        torch.jit.save(m, str(tmp), _extra_files={EXTRA: json.dumps(_jsonable(meta))})
-        tmp.replace(path)
+        _save(torch.jit.load(str(path), map_location="cpu"), path, meta)
 
     def read_metadata(self, path):
         """``extra/config.txt`` read straight from the zip archive: nothing in the file is loaded or run."""
@@ -95,6 +92,19 @@ class TorchScriptBackend(Backend):
         except ValueError as e:
             raise YoloExportError(f"{path}: unreadable {field} ({str(e)[:80]})") from None
         return decode(data, path) if isinstance(data, dict) else {}
+
+
+def _save(module, path: Path, meta: dict) -> None:
+    """Serialise in memory, then write atomically: torch.jit.save straight to a full disk aborts the process."""
+    import io
+
+    import torch
+
+    from yolo_export.utils import atomic_write_bytes
+
+    buf = io.BytesIO()
+    torch.jit.save(module, buf, _extra_files={EXTRA: json.dumps(_jsonable(meta))})
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _jsonable(meta: dict) -> dict:

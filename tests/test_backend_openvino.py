@@ -103,7 +103,7 @@ def test_openvino_int8_nncf_generated_calibration(cond_pt):  # noqa: F811
     applied here; the agreement is measured and printed, and must be far above chance (10 %)."""
     y = YOLO(cond_pt)
     with LogLines() as log:
-        path = Path(y.export("openvino", int8=True, calib_images=32, verify=False))
+        path = Path(y.export("openvino", int8=True, calib="synthetic", calib_images=32, verify=False))
     assert "calibrating on 32 images from generated images" in log.text()
     assert (path / "model.bin").stat().st_size < 0.4 * fp32_bytes(cond_pt)
     assert "FakeQuantize" in (path / "model.xml").read_text()

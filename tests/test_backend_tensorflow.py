@@ -87,7 +87,7 @@ def test_graphdef_export_parity_predict_metadata(saved_model, tf_dir, images, re
 
 
 @pytest.mark.parametrize("kw,name,tol", [({}, "tiny.tflite", 1e-4), ({"half": True}, "tiny_float16.tflite", 1e-2),
-                                         ({"int8": True}, "tiny_int8.tflite", None)])
+                                         ({"int8": True, "calib": "synthetic"}, "tiny_int8.tflite", None)])
 def test_tflite_export_parity_predict_metadata(saved_model, tf_dir, images, ref, kw, name, tol):
     y = YOLO(tf_dir / "tiny.pt")
     path = Path(y.export("tflite", **kw))
@@ -125,12 +125,12 @@ def test_edgetpu_builds_int8_then_needs_compiler(saved_model, tf_dir):
     before = sorted(p.name for p in tf_dir.iterdir())
     if shutil.which("edgetpu_compiler") is None:
         with pytest.raises(NotAvailable) as e:
-            y.export("edgetpu")
+            y.export("edgetpu", calib="synthetic")
         msg = str(e.value)
         assert "\n" not in msg and "edgetpu_compiler" in msg and "apt-get install edgetpu-compiler" in msg
         assert sorted(p.name for p in tf_dir.iterdir()) == before        # nothing half-written
     else:
-        path = Path(y.export("edgetpu"))
+        path = Path(y.export("edgetpu", calib="synthetic"))
         assert path.name == "tiny_edgetpu.tflite" and registry.for_path(path).name == "edgetpu"
     with pytest.raises(ArgumentError, match="--half"):
         y.export("edgetpu", half=True)

@@ -126,4 +126,4 @@ def test_export_from_yaml_lands_in_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     y = YOLO("yolov8n-cls.yaml", nc=4)
     path = y.export("torchscript", imgsz=32)
-    assert Path(path) == tmp_path / "yolov8n-cls.torchscript"
+    assert Path(path) == tmp_path / "yolov8n-cls_32.torchscript"  # the model is 224: the size is in the name

@@ -44,10 +44,10 @@ def test_onnx_int8_qdq_per_channel_runs_in_onnxruntime(cond_pt, capfd):  # noqa:
     capfd.readouterr()
     LOGGER.addHandler(handler)
     try:
-        path = Path(y.export("onnx", int8=True, calib_images=48, verify=False))
+        path = Path(y.export("onnx", int8=True, calib="synthetic", calib_images=48, verify=False))
     finally:
         LOGGER.removeHandler(handler)
-    assert path.name == "cond.onnx"
+    assert path.name == "cond_int8.onnx"
     err = capfd.readouterr().err
     assert any("INT8: calibrating on 48 images from generated images" in m for m in seen), seen
     assert re.search(r"INT8 calibration: .*\d+/48 \[", err)  # the tqdm bar, on stderr

@@ -23,6 +23,30 @@ class DefaultGroup(click.Group):
             args = ["export", *args]
         return super().parse_args(ctx, args)
 
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Click's usage errors as one line too (``error: ...``, exit 2), and as a JSON error document with --json."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            fail(KeyboardInterrupt(), "--json" in argv)
+        except click.ClickException as e:
+            usage(e, argv)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def usage(e, argv: list) -> None:
+    """One line for a click usage error, naming the command's --help; JSON on stdout with --json; exit 2."""
+    from yolo_export.errors import ArgumentError
+
+    ctx = getattr(e, "ctx", None)
+    cmd = ctx.command_path if ctx is not None else "yexport"
+    msg = e.format_message().strip().splitlines()
+    line = (msg[0] if msg else "bad usage").rstrip(".")
+    fail(ArgumentError(f"{line} (see '{cmd} --help')"), "--json" in argv)
+
 
 def emit_json(obj) -> None:
     click.echo(json.dumps(obj, default=_json_default))
@@ -39,32 +63,37 @@ def _json_default(o):
 
 
 def run_command(fn, verbose: bool, as_json: bool = False):
-    """Call ``fn``; turn any error into one line on stderr and a non-zero exit (traceback with --verbose)."""
+    """Call ``fn``; turn any error into one line on stderr (and, with ``--json``, one ``{"error", "type"}`` document
+    on stdout, ``type`` being one of ``errors.DOCUMENTED``) and its exit code; a traceback only with --verbose."""
     from yolo_export.utils import LOGGER, set_verbosity
 
     level = LOGGER.level
     set_verbosity(True if verbose else (False if as_json else None))
     try:
         return fn()
-    except KeyboardInterrupt:
-        click.echo("error: interrupted", err=True)
-        sys.exit(130)
-    except Exception as e:  # noqa: BLE001 - the CLI's job is to turn errors into one line
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - the CLI's job is to turn errors into one line
         if verbose:
             import traceback
 
             traceback.print_exc()
-        from yolo_export.errors import ArgumentError, YoloExportError
-
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if not isinstance(e, YoloExportError):
-            msg = f"{type(e).__name__}: {msg}"
-        if as_json:
-            emit_json({"error": msg, "type": type(e).__name__})
-        click.echo(f"error: {msg}", err=True)
-        sys.exit(2 if isinstance(e, ArgumentError) else 1)
+        fail(e, as_json)
     finally:
         LOGGER.setLevel(level)  # in-process callers (tests, notebooks) keep their log level
+
+
+def fail(e: BaseException, as_json: bool) -> None:
+    """Print ``e`` as the user sees it and exit: 2 for usage/argument errors, 130 when interrupted, else 1."""
+    from yolo_export import errors
+
+    if isinstance(e, KeyboardInterrupt):
+        e = errors.Interrupted("interrupted")
+    err = errors.user_error(e)
+    text = str(err).strip()
+    msg = text.splitlines()[0] if text else "failed"
+    if as_json:
+        emit_json({"error": msg, "type": type(err).__name__})
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(2 if isinstance(err, errors.ArgumentError) else 130 if isinstance(err, errors.Interrupted) else 1)
 
 
 def _verbose_opt(f):
@@ -112,8 +141,10 @@ def main():
 @click.option("--data", help="Dataset for INT8 calibration and parity checks ('digits' or an ImageFolder root).")
 @click.option("--fraction", type=float, help="Fraction of the dataset's train split to calibrate on.")
 @click.option("--calib-images", "calib_images", type=int, help="Number of INT8 calibration images.")
+@click.option("--calib", help="INT8 calibration: 'data' (the --data images, the default) or 'synthetic' (noise).")
 @click.option("--device", help="cpu, 0, cuda:0.")
-@click.option("--output", "-o", help="Output path (default: beside the model).")
+@click.option("--output", "-o", help="Output file, or a folder to write into (default: beside the model).")
+@click.option("--force", is_flag=True, default=None, help="Replace an existing --output file that is not a model.")
 @click.option("--verify/--no-verify", default=None, help="Check parity against PyTorch after export (default on).")
 @_json_opt
 @_verbose_opt
@@ -140,6 +171,8 @@ def export_cmd(model, fmt, as_json, verbose, **opts):
             check = f"parity: not checked ({par.get('reason')})"
         else:
             check = "parity: not checked (--no-verify)"
+        if d.get("calibration"):
+            check += f"; calibrated on {d['calibration']}"
         click.echo(f"{d['format']} ({d['precision']}) -> {d['path']}  {d['size_mb']:.2f} MB in {d['time_s']:.1f}s; "
                    f"{check}")
 

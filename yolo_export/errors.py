@@ -46,3 +46,58 @@ class DownloadError(YoloExportError):
 
 class LimitError(YoloExportError):
     """A file asks for more than a budget allows (size, depth, count); the message names the override."""
+
+
+class OutputError(YoloExportError):
+    """An output path that would lose a file (the source model, a file the command reads, something that is not an
+    artefact of the same format), or a write that failed (disk full, no permission). Nothing was changed."""
+
+
+class MetadataError(YoloExportError):
+    """An artefact whose metadata is missing, malformed or out of range."""
+
+
+class FileError(YoloExportError):
+    """A file or folder that could not be read or written (not found, permission, disk full)."""
+
+
+class Interrupted(YoloExportError):
+    """The run was interrupted (Ctrl-C, SIGTERM); the line says what was kept and how to continue."""
+
+
+class InternalError(YoloExportError):
+    """Anything else: a defect of this tool or of a backend library (``--verbose`` shows the traceback)."""
+
+
+# The ``type`` values of the CLI's JSON error document ``{"error": ..., "type": ...}``: these classes' names.
+DOCUMENTED = ("YoloExportError", "ArgumentError", "MissingDependency", "NotAvailable", "CheckpointError", "ImageError",
+              "DatasetError", "VerificationError", "DownloadError", "LimitError", "OutputError", "MetadataError", "FileError",
+              "Interrupted", "InternalError")
+
+
+def user_error(e: BaseException) -> YoloExportError:
+    """The error the user sees for any exception: this project's own classes as they are; an ``OSError`` as a
+    ``FileError`` in plain words; anything else as an ``InternalError`` whose line names no Python class."""
+    import errno
+
+    if isinstance(e, YoloExportError):
+        if type(e).__name__ in DOCUMENTED:
+            return e
+        for cls in type(e).__mro__:  # a subclass (a plugin's): report the nearest documented class
+            if cls.__name__ in DOCUMENTED:
+                out = cls.__new__(cls)
+                Exception.__init__(out, str(e))
+                return out
+    if isinstance(e, OSError):
+        what = e.filename if e.filename is not None else ""
+        if e.errno == errno.ENOSPC:
+            return FileError(f"no space left on the device{f' writing {what}' if what else ''}; nothing was replaced "
+                             "(free some space and run again)")
+        reason = (e.strerror or str(e) or "input/output error").lower()
+        return FileError(f"{what}: {reason}" if what else reason)
+    if isinstance(e, RecursionError):
+        return InternalError("input nested too deeply to read")
+    if isinstance(e, MemoryError):
+        return InternalError("out of memory")
+    text = str(e).strip().splitlines()[0] if str(e).strip() else "unexpected failure"
+    return InternalError(f"{text} (unexpected; run again with --verbose for the details)")

@@ -23,12 +23,36 @@ import numpy as np
 from yolo_export.errors import ArgumentError, MissingDependency, NotAvailable, YoloExportError
 
 # Export arguments every format takes, and the full set the CLI knows (with their defaults).
-COMMON_ARGS = {"imgsz", "batch", "device", "verify", "output", "data", "fraction"}
+COMMON_ARGS = {"imgsz", "batch", "device", "verify", "output", "data", "fraction", "calib"}
 ARG_DEFAULTS: dict[str, Any] = {
     "imgsz": None, "batch": 1, "device": "cpu", "verify": True, "output": None, "data": None, "fraction": None,
     "half": False, "int8": False, "dynamic": False, "simplify": True, "opset": None, "workspace": None,
-    "keras": False, "optimize": False, "nms": False, "calib_images": 256,
+    "keras": False, "optimize": False, "nms": False, "calib_images": 256, "calib": None,
 }
+# Ranges checked before any work (name: (type, low, high, what)); a format may narrow them in ``check_args``.
+ARG_RANGES: dict[str, tuple] = {
+    "imgsz": (int, 32, 4096, "a square input size in pixels"), "batch": (int, 1, 1024, "a batch size"),
+    "calib_images": (int, 1, 100_000, "a number of images"), "fraction": (float, 1e-6, 1.0, "a share of the images"),
+    "workspace": (float, 1e-3, 1024.0, "GiB"), "opset": (int, 7, 30, "an ONNX opset"),
+}
+# Family names people type for a format: each resolves to one format, or lists that family's formats.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "tensorflow": ("saved_model", "pb", "tflite", "edgetpu", "tfjs"),
+    "ov": ("openvino",), "trt": ("engine",), "tensorrt": ("engine",), "onnxruntime": ("onnx",), "ort": ("onnx",),
+    "paddlepaddle": ("paddle",),
+}
+# A precision typed as part of the format name (``tflite-int8``, ``onnx_fp16``) and the flag it sets.
+PRECISION_WORDS = {"int8": "int8", "fp16": "half", "half": "half", "float16": "half"}
+
+
+def split_precision(fmt: str) -> tuple[str, dict]:
+    """``"tflite-int8"`` -> ``("tflite", {"int8": True})``; a plain format name -> ``(fmt, {})``."""
+    key = str(fmt).lower().strip()
+    for sep in ("-", "_"):
+        head, _, tail = key.rpartition(sep)
+        if head and tail in PRECISION_WORDS:
+            return head, {PRECISION_WORDS[tail]: True}
+    return str(fmt), {}
 ARG_HELP = {
     "half": "fp16 weights/compute", "int8": "8-bit quantisation (calibrated on --data)",
     "dynamic": "dynamic batch dimension", "simplify": "simplify the ONNX graph", "opset": "ONNX opset",
@@ -44,6 +68,41 @@ ENTRY_POINT_GROUP = "yolo_export.backends"
 
 def precision_of(args: dict) -> str:
     return "int8" if args.get("int8") else "fp16" if args.get("half") else "fp32"
+
+
+PRECISION_TAGS = {"fp16": "_float16", "int8": "_int8"}
+
+
+def default_output(backend, base: Path, args: dict, model_imgsz: int | None) -> Path:
+    """The one naming rule: ``STEM[_<imgsz>][_float16|_int8]<suffix>``. The size part only when it differs from the
+    model's, the precision part only when it differs from the format's own (fp32; int8 for the Edge TPU), so
+    ``best.onnx`` is the name the reference writes, and a matrix of exports coexists beside the model."""
+    tag = ""
+    imgsz = args.get("imgsz")
+    if imgsz and model_imgsz and int(imgsz) != int(model_imgsz):
+        tag += f"_{int(imgsz)}"
+    prec = precision_of(args)
+    if prec != (getattr(backend, "precisions", None) or ("fp32",))[0]:
+        tag += PRECISION_TAGS.get(prec, f"_{prec}")
+    return backend.output_path(base.with_name(base.name + tag), args)
+
+
+def check_range(name: str, value):
+    """``value`` as ``ARG_RANGES[name]``'s type, inside its range, else one ArgumentError line."""
+    typ, lo, hi, what = ARG_RANGES[name]
+    flag = "--" + name.replace("_", "-")
+    try:
+        if isinstance(value, bool) or (typ is int and isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        v = typ(value)
+    except (TypeError, ValueError):
+        raise ArgumentError(f"{flag} takes {'an integer' if typ is int else 'a number'} ({what}), not {value!r}") \
+            from None
+    if not lo <= v <= hi and typ is int and lo == 1:
+        raise ArgumentError(f"{flag} must be a positive integer up to {hi} ({what}); got {value}")
+    if not lo <= v <= hi:
+        raise ArgumentError(f"{flag} must be between {lo:g} and {hi:g} ({what}); got {value}")
+    return v
 
 
 class Runner:
@@ -212,15 +271,29 @@ class Backend:
             )
         args = {k: ARG_DEFAULTS.get(k) for k in accepted}
         args.update({k: v for k, v in given.items() if v is not None and k in accepted})
-        if args.get("batch") is None or int(args["batch"]) < 1:
-            raise ArgumentError(f"--batch must be a positive integer (got {args.get('batch')})")
+        for k, v in list(args.items()):
+            if k in ARG_RANGES and v is not None and (k in given or k == "batch"):
+                args[k] = check_range(k, v)
+        if args.get("device") is not None:
+            from yolo_export.device import parse_device
+
+            try:
+                parse_device(args["device"])
+            except YoloExportError as e:
+                raise ArgumentError(str(e)) from None
         self.check_args(args)
         return args
 
     # -- paths ----------------------------------------------------------------------------------
     def output_path(self, base: Path, args: dict) -> Path:
-        """``base`` is the source path without suffix (``runs/x/best``)."""
+        """``base`` is the source path without suffix (``runs/x/best``), with ``default_output``'s tags."""
         return base.with_name(base.name + self.suffix)
+
+    content: tuple[str, ...] = ()        # globs that a folder artefact of this format holds (recognised by content)
+
+    def recognise(self, path: Path) -> bool:
+        """Is ``path`` an artefact of this format although its name does not say so (``-o ov64``)? By its files."""
+        return bool(self.content) and path.is_dir() and all(any(path.glob(pat)) for pat in self.content)
 
     def matches(self, path: Path) -> bool:
         name = path.name.rstrip("/")
@@ -358,8 +431,14 @@ def get(fmt: str) -> Backend:
         return _REGISTRY[key]
     from yolo_export.utils import nearest
 
-    guess = nearest(key, list(_REGISTRY) + list(_ALIASES))
-    guess = _ALIASES.get(guess, guess) if guess else None
+    fam = FAMILIES.get(key) or FAMILIES.get(key.replace("_", "-"))
+    if fam and len(fam) == 1 and fam[0] in _REGISTRY:
+        return _REGISTRY[fam[0]]
+    if fam:
+        raise ArgumentError(f"'{fmt}' is a family of formats: choose one of {', '.join(fam)} "
+                            f"(e.g. --format {fam[0]})")
+    guess = nearest(key, list(_REGISTRY) + list(_ALIASES) + list(FAMILIES))
+    guess = FAMILIES[guess][0] if guess in FAMILIES else _ALIASES.get(guess, guess) if guess else None
     hint = f"; did you mean '{guess}'?" if guess else ""
     raise ArgumentError(f"unknown format '{fmt}'{hint} (formats: {', '.join(_REGISTRY)})")
 
@@ -377,6 +456,12 @@ def for_path(path: str | Path) -> Backend:
 
                 check_folder(p)
             return b
+    for b in _REGISTRY.values():  # a name that does not say (``-o ov64``, ``models/cls/1/model.xml``): by content
+        try:
+            if b.recognise(p):
+                return b
+        except OSError:
+            continue
     raise YoloExportError(
         f"cannot tell the format of {path} (known: "
         + ", ".join(f"{b.suffix}" + ("/" if b.is_dir else "") for b in _REGISTRY.values() if b.suffix)

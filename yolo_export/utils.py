@@ -50,33 +50,70 @@ def remove(path: str | Path) -> None:
             p.unlink()
 
 
-def replace_path(src: str | Path, dst: str | Path) -> Path:
-    """Move a finished file or directory into place, replacing what was there.
+def tmp_prefix(name: str) -> str:
+    """The prefix of every temporary file or folder this tool writes beside ``name``: ``.NAME.tmp-PID-``.
 
-    Files move with one atomic ``os.replace``; a directory that already exists is moved aside first,
-    so that at no time is a half-written artefact visible under the final name.
+    The process id lets a later run tell a leftover of a killed process (``clean_stale``) from one in use."""
+    return f".{name}.tmp-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(near: str | Path) -> list[Path]:
+    """Remove ``.NAME.tmp-PID-*`` leftovers beside ``near`` whose process is gone (a SIGKILLed or crashed run).
+
+    Only names this tool writes are touched; a leftover of a live process (another export running) is kept."""
+    near = Path(near)
+    removed = []
+    if not near.parent.is_dir():
+        return removed
+    head = f".{near.name}.tmp-"
+    for p in near.parent.iterdir():
+        if not p.name.startswith(head):
+            continue
+        pid = p.name[len(head):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            remove(p)
+            removed.append(p)
+    return removed
+
+
+def replace_path(src: str | Path, dst: str | Path) -> Path:
+    """Move a finished file or directory into place, replacing what was there (the caller decided it may).
+
+    Files move with one atomic ``os.replace``; a directory that already exists is moved aside first (under a
+    temporary name), so that at no time is a half-written artefact visible under the final name.
     """
     src, dst = Path(src), Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     if src.is_dir() and dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        old = dst.with_name(tmp_prefix(dst.name) + "old")
         remove(old)
         os.replace(dst, old)
         os.replace(src, dst)
         remove(old)
     else:
-        if dst.is_dir():
-            remove(dst)
         os.replace(src, dst)
     return dst
 
 
 @contextlib.contextmanager
 def staging_dir(near: str | Path):
-    """A temporary directory beside ``near`` (same filesystem, so the final rename is atomic), removed on exit."""
+    """A temporary directory beside ``near`` (same filesystem, so the final rename is atomic), removed on exit.
+
+    Stale staging folders of killed runs for the same name are removed first."""
     parent = Path(near).parent
     parent.mkdir(parents=True, exist_ok=True)
-    d = Path(tempfile.mkdtemp(prefix=f".{Path(near).name}.tmp-", dir=parent))
+    clean_stale(near)
+    d = Path(tempfile.mkdtemp(prefix=tmp_prefix(Path(near).name), dir=parent))
     try:
         yield d
     finally:
@@ -84,9 +121,12 @@ def staging_dir(near: str | Path):
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to a temporary file beside ``path``, fsync, then rename: a reader sees the old or the new
+    file, never a part; a failure (disk full) leaves the old file and no temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    clean_stale(path)
+    fd, tmp = tempfile.mkstemp(prefix=tmp_prefix(path.name), dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -197,7 +197,7 @@ def _row(src, b, prec, x, y, ref_probs, imgsz, data, device, batch, rounds, warm
     if prec == "fp16":
         kw["half"] = True
     elif prec == "int8":
-        kw.update(int8=True, data=data)
+        kw.update(int8=True, data=data, calib=None if data else "synthetic")
     if "dynamic" in b.args:
         kw.update(dynamic=True, batch=batch)
     try:
