@@ -137,8 +137,7 @@ def plan_output(backend, requested, default: Path, reads=(), force: bool = False
             target = p / Path(default).name
         else:
             target = p
-            if not p.exists():
-                _check_new_name(backend, p)
+            _check_new_name(backend, p)
     _check_target(backend, target, reads, force)
     return target
 
