@@ -7,6 +7,7 @@ import os
 import time
 
 import click
+from click.core import ParameterSource
 
 from yolo_export.cli import RAY_LOCAL, _json_opt, _ray_opt, _verbose_opt, emit_json, run_command
 
@@ -81,7 +82,10 @@ def train_cmd(model, as_json, verbose, **opts):
             from yolo_export.errors import DatasetError
 
             raise DatasetError("train needs --data ('digits' or an ImageFolder root), or --resume")
-        y = YOLO(model) if not (kw.get("resume") and str(model).endswith(".yaml")) else YOLO("yolov8n-cls.yaml")
+        given_model = click.get_current_context().get_parameter_source("model") != ParameterSource.DEFAULT
+        if kw.get("resume") and given_model:
+            kw["model"] = model  # checked against the checkpoint: a resumed run keeps its own model
+        y = YOLO(model) if not (kw.get("resume") and not given_model) else YOLO("yolov8n-cls.yaml")
         return y.train(**kw)
 
     out = run_command(go, verbose, as_json)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from yolo_export.errors import CheckpointError, YoloExportError
-from yolo_export.utils import LOGGER
+from yolo_export.errors import ArgumentError, CheckpointError, Interrupted, YoloExportError
+from yolo_export.utils import LOGGER, clean_stale
 
 DEFAULTS = {
     "data": None, "epochs": 20, "imgsz": None, "batch": 64, "workers": 2, "optimizer": "auto", "lr0": None,
@@ -227,6 +227,14 @@ class _Dist:
         self.dist.all_reduce(t)
         return float(t.item() / self.world)
 
+    def sync_buffers(self, module) -> None:
+        """Give every rank rank 0's buffers (BatchNorm statistics): each rank updates its own from its shard, and
+        the weights that get saved are rank 0's, so validation on all ranks must use exactly those."""
+        if self.dist is None:
+            return
+        for b in module.buffers():
+            self.dist.broadcast(b.data, src=0)
+
     def close(self):
         if self.dist is not None and self.dist.is_initialized():
             self.dist.destroy_process_group()
@@ -244,7 +252,7 @@ class Trainer:
 
             hints = [f"{u} (did you mean {nearest(u, DEFAULTS)}?)" if nearest(u, DEFAULTS) else u for u in unknown]
             raise YoloExportError(f"unknown training argument(s): {', '.join(hints)}")
-        kwargs.pop("model", None)
+        self.model_arg = kwargs.pop("model", None)  # what the user named with --model (checked against --resume)
         self.yolo = yolo
         self.given = {k: v for k, v in kwargs.items() if v is not None}
         self.args = {**DEFAULTS, **self.given}
@@ -269,16 +277,39 @@ class Trainer:
             path = Path(resume)
         ck = load_checkpoint(path)
         st = ck.get("train_state")
+        if ck.get("finished"):
+            raise CheckpointError(f"{path}: that run finished all {ck['train_args']['epochs']} epochs; nothing to "
+                                  f"resume (start a new run from its weights with --pretrained {path})")
         if not st:
             raise CheckpointError(f"{path} holds no training state to resume (it is a final or exported checkpoint); "
                                   f"start a new run with --model {path}")
         if st.get("finished"):
             raise CheckpointError(f"{path}: that run finished all {ck['train_args']['epochs']} epochs; nothing to "
                                   f"resume (start a new run with --model {path})")
-        keep = {k: self.given[k] for k in ("device", "workers", "progress", "plots", "threads") if k in self.given}
+        self._refuse_contradictions(ck, path)
+        keep = {k: self.given[k] for k in RESUME_FREE if k in self.given}
         self.args = {**DEFAULTS, **ck["train_args"], **keep, "resume": str(path)}
         self.resume_ckpt = ck
         self.resume_path = path
+
+    def _refuse_contradictions(self, ck: dict, path: Path) -> None:
+        """``--resume`` continues a run with its own arguments: any given argument that differs is refused."""
+        was = ck.get("train_args") or {}
+        new_run = f"start a new run from its weights with --pretrained {path}"
+        for k, v in self.given.items():
+            if k in RESUME_FREE or k in RESUME_IGNORED or k not in was or _same(v, was[k]):
+                continue
+            flag = "--" + k.replace("_", "-")
+            if k == "epochs":
+                raise ArgumentError(f"--resume continues {path} to its {was[k]} epochs; --epochs {v} contradicts it "
+                                    f"(to train longer, let it finish, then {new_run} --epochs N)")
+            raise ArgumentError(f"--resume continues {path} with its own arguments; {flag} {v} contradicts its "
+                                f"{k} {was[k]} (drop {flag}, or {new_run})")
+        if self.model_arg is not None and self.yolo.model is not None:
+            mine, theirs = self.yolo.model.yaml.get("scale"), (ck.get("yaml") or {}).get("scale")
+            if mine != theirs:
+                raise ArgumentError(f"--resume continues {path}, a yolov8{theirs}-cls model; --model {self.model_arg} "
+                                    f"(yolov8{mine}-cls) contradicts it (drop --model, or {new_run})")
 
     # ---------------------------------------------------------------- setup
     def _setup(self):
@@ -427,6 +458,8 @@ class Trainer:
         self.last, self.best = self.wdir / "last.pt", self.wdir / "best.pt"
         if self.ddp.main:
             self.wdir.mkdir(parents=True, exist_ok=True)
+            for f in (self.last, self.best):  # temp files of a checkpoint write that a kill interrupted
+                clean_stale(f)
             self._write_args()
 
     def _transfer(self, model, src) -> int:
@@ -499,7 +532,13 @@ class Trainer:
         # best.pt first: a kill between the two writes then leaves a last.pt whose best epoch has its best.pt
         if is_best:
             save_checkpoint(self.best, ema_model, half=True, preprocess=self.pp, extra=base)
-        save_checkpoint(self.last, ema_model, half=True, preprocess=self.pp, extra={**base, "train_state": state})
+        # a finished run's last.pt keeps what can still be used (its weights and history): resuming it is refused,
+        # and extending it is a new run with --pretrained, so the optimizer and RNG state would be dead weight
+        steps = sorted({int(v["step"]) for v in state["optimizer"]["state"].values() if "step" in v})
+        summary = {"scheduler_it": int(self.sched.it),
+                   "ema_updates": state["ema_updates"], "optimizer_steps": steps, "skipped": self.skipped_total}
+        extra = {**base, "finished": True, "train_summary": summary} if finished else {**base, "train_state": state}
+        save_checkpoint(self.last, ema_model, half=True, preprocess=self.pp, extra=extra)
 
     # ---------------------------------------------------------------- loop
     def _validate(self, model, desc="val"):
@@ -518,11 +557,50 @@ class Trainer:
                           progress=bool(self.args["progress"]) and self.ddp.main, desc=desc)
         return summarise(counts, self.names)
 
+    def _as_saved(self, model):
+        """The model exactly as the checkpoint will hold it (rank 0's buffers, weights rounded to fp16), so that the
+        reported metrics, and the best/patience decisions taken on them, are those of the saved weights."""
+        import torch
+
+        self.ddp.sync_buffers(model)
+        saved = copy.deepcopy(model)
+        with torch.no_grad():
+            for t in saved.state_dict().values():
+                if t.is_floating_point():
+                    t.copy_(t.half().float())
+        return saved
+
     def train(self) -> dict:
+        import signal
+        import threading
+
+        self.epoch = None
+        old = None
+        if threading.current_thread() is threading.main_thread():  # SIGTERM ends the run as Ctrl-C does
+            old = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             return self._train()
+        except KeyboardInterrupt:
+            raise Interrupted(self._interrupted_line()) from None
         finally:
+            if old is not None:
+                signal.signal(signal.SIGTERM, old)
             self.ddp.close()
+
+    def _interrupted_line(self) -> str:
+        """Which epoch is saved and the command that continues the run."""
+        last = getattr(self, "last", None)
+        where = f"during epoch {self.epoch + 1}" if self.epoch is not None else "before the first epoch"
+        if last is None or not Path(last).exists():
+            return f"interrupted {where}; no epoch was saved yet (start the run again)"
+        from yolo_export.nn.checkpoint import load_checkpoint
+
+        try:
+            done = int(load_checkpoint(last)["epoch"]) + 1
+        except Exception:  # noqa: BLE001 - the line must come out whatever the file holds
+            return f"interrupted {where}; resume with: yexport train --resume {last}"
+        return (f"interrupted {where}; {last} holds epoch {done}/{self.args['epochs']}; resume with: "
+                f"yexport train --resume {last}")
 
     def _train(self):
         import torch
@@ -545,6 +623,7 @@ class Trainer:
         self.images_seen = 0
         stopped_early = False
         for epoch in range(self.start_epoch, epochs):
+            self.epoch = epoch
             t_ep = time.perf_counter()
             self.model.train()
             self.train_sampler.set_epoch(epoch)
@@ -605,7 +684,7 @@ class Trainer:
             train_loss = self.ddp.mean(loss_sum / max(n_seen, 1))
             skipped = int(round(self.ddp.mean(float(skipped)) * self.ddp.world))
             self.skipped_total += skipped
-            eval_model = self.ema.ema if self.ema is not None else unwrap(self.model)
+            eval_model = self._as_saved(self.ema.ema if self.ema is not None else unwrap(self.model))
             metrics = self._validate(eval_model) if self.val_ds is not None else {"top1": None, "top5": None,
                                                                                    "loss": None, "fitness": -train_loss}
             fitness = metrics["fitness"]
@@ -698,6 +777,24 @@ class Trainer:
                      + (f"; {out['skipped_images']} corrupt image(s) skipped" if out["skipped_images"] else "")
                      + f"; results in {self.save_dir}")
         return "\n".join(lines)
+
+
+# arguments a resumed run may change: where and how it runs, not what it trains
+RESUME_FREE = ("device", "workers", "progress", "plots", "threads")
+# ignored by a resumed run: it continues in its own folder
+RESUME_IGNORED = ("resume", "project", "name", "exist_ok")
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return list(a) == list(b)
+    if a == b or str(a) == str(b):
+        return True
+    return isinstance(a, str) and isinstance(b, str) and Path(a).exists() and Path(a).resolve() == Path(b).resolve()
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _scalar_metrics(m: dict) -> dict:
