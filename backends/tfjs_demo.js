@@ -2,9 +2,9 @@
 // yolo-export browser demo for a TF.js graph model: load model.json from this folder, take an image (drop, pick, or
 // ?img=URL for automation), preprocess it exactly as the model's metadata says, and show the top-5 classes.
 //
-// Preprocessing follows yolo_export.data.transforms: shorter side resized to `resize` and centre-cropped to `crop` in
-// one resampling pass (the same separable filters and 8-bit fixed-point rounding as Pillow's resize with a box),
-// then /255, (x - mean) / std, NHWC float32. Query parameters: img (repeatable), backend (wasm | cpu), debug=1
+// Preprocessing follows yolo_export.data.transforms (the reference's, pixel for pixel): shorter side resized to
+// `resize` (long side int(resize * long / short)) with the same separable filters and 8-bit fixed-point rounding as
+// Pillow's resize, centre crop `crop` at the rounded offset (pp.fast: the opt-in one-pass approximation), then /255, (x - mean) / std, NHWC float32. Query parameters: img (repeatable), backend (wasm | cpu), debug=1
 // (the result JSON also holds each input tensor), report=PATH (POST the result JSON to PATH on this origin). The
 // result goes to <pre id="result"> as JSON and document.body.dataset.status becomes "done" or "error".
 // Under Node (no document) the file only exports its metadata and preprocessing functions, for the tests.
@@ -267,8 +267,39 @@
     return f % 2 === 0 ? f : f + 1;
   }
 
-  // Shorter side to `resize`, centre crop `crop` (one pass over the source region that lands in the crop).
+  // Copy the crop x crop window at (left, top) out of an RGB image w wide.
+  function cropRows(rgb, w, left, top, crop) {
+    const out = new Uint8ClampedArray(crop * crop * 3);
+    for (let y = 0; y < crop; y++) {
+      const from = ((y + top) * w + left) * 3;
+      out.set(rgb.subarray(from, from + crop * 3), y * crop * 3);
+    }
+    return out;
+  }
+
+  // The reference's preprocessing, exactly: shorter side to `resize` (long side int(resize * long / short)), Pillow's
+  // antialiased resample of the whole image, then a centre crop `crop` at the rounded offset (black padding first
+  // when the resized image is smaller than the crop). pp.fast: the opt-in one-pass approximation below.
   function resizeCrop(rgb, w, h, pp) {
+    if (pp.fast && Number(pp.resize) >= Number(pp.crop)) return resizeCropFast(rgb, w, h, pp);
+    const resize = Number(pp.resize);
+    const crop = Number(pp.crop);
+    let [nw, nh] = w <= h ? [resize, Math.trunc((resize * h) / w)] : [Math.trunc((resize * w) / h), resize];
+    let img = nw === w && nh === h ? rgb : resampleBox(rgb, w, h, [0, 0, w, h], nw, nh, pp.interpolation || 'bilinear');
+    if (nw < crop || nh < crop) {
+      const cw = Math.max(nw, crop);
+      const ch = Math.max(nh, crop);
+      const px = crop > nw ? Math.floor((crop - nw) / 2) : 0;
+      const py = crop > nh ? Math.floor((crop - nh) / 2) : 0;
+      const canvas = new Uint8ClampedArray(cw * ch * 3);
+      for (let y = 0; y < nh; y++) canvas.set(img.subarray(y * nw * 3, (y + 1) * nw * 3), ((y + py) * cw + px) * 3);
+      [img, nw, nh] = [canvas, cw, ch];
+    }
+    return cropRows(img, nw, roundHalfEven((nw - crop) / 2), roundHalfEven((nh - crop) / 2), crop);
+  }
+
+  // The fast opt-in (pp.fast): one resampling pass over only the source region that lands in the crop.
+  function resizeCropFast(rgb, w, h, pp) {
     const resize = Number(pp.resize);
     const crop = Number(pp.crop);
     const s = resize / Math.min(w, h);
@@ -276,14 +307,7 @@
       : [Math.max(resize, roundHalfEven(w * s)), resize];
     const left = Math.trunc(roundHalfEven((sw - crop) / 2));
     const top = Math.trunc(roundHalfEven((sh - crop) / 2));
-    if (w === sw && h === sh) {
-      const out = new Uint8ClampedArray(crop * crop * 3);
-      for (let y = 0; y < crop; y++) {
-        const from = ((y + top) * w + left) * 3;
-        out.set(rgb.subarray(from, from + crop * 3), y * crop * 3);
-      }
-      return out;
-    }
+    if (w === sw && h === sh) return cropRows(rgb, w, left, top, crop);
     const sx = w / sw;
     const sy = h / sh;
     // the resampler takes the box in single precision; rounding it the same way keeps the results identical
@@ -298,7 +322,7 @@
     const x = new Float32Array(n);
     for (let i = 0; i < n; i++) {
       const c = i % 3;
-      x[i] = (Math.fround(crop8[i] * Math.fround(1 / 255)) - mean[c]) / std[c];
+      x[i] = (Math.fround(crop8[i] / 255) - mean[c]) / std[c]; // a division, as the reference and Python do
     }
     return x;
   }

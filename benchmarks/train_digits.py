@@ -5,8 +5,13 @@
 2. The ONNX export of best.pt: top-1 on val and the share of val images where its prediction equals the .pt's.
 3. Training throughput (images/s, data-wait share) at imgsz 32 and 224, measured in interleaved rounds on a
    subset of the train split (no validation), median over rounds.
+4. ``--vs-reference``: the first epochs' val top-1 curve of this project and of the reference package (run in its own
+   venv, ``$YOLO_EXPORT_REF_PYTHON`` or ``--ref-python``) at the same settings: scikit-learn's digits upscaled to
+   32 px (bilinear, RGB PNG; val: i % 5 == 0), yolov8n-cls.yaml, 5 epochs, imgsz 32, batch 64, workers 0, CPU, both
+   with their default hyper-parameters; per-epoch wall time of both. Rounds alternate (ours, reference, ...).
 
     python benchmarks/train_digits.py [--epochs 20] [--batch 64] [--threads N] [--rounds 3] [--out results.json]
+    python benchmarks/train_digits.py --vs-reference [--ref-epochs 5] [--rounds 1] [--threads 2] [--out r.json]
 
 CPU timings swing with other load on the machine: quote medians and ratios measured in the same run.
 """
@@ -63,6 +68,72 @@ def throughput(args, project: Path, imgsz: int, rnd: int) -> dict:
     return {"img_per_s": out["images_per_s"], "data_wait_share": out["data_wait_share"]}
 
 
+REF_TRAIN = r"""
+import csv, json, sys, time
+from ultralytics import YOLO
+data, epochs, project, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+import torch
+if threads:
+    torch.set_num_threads(threads)
+m = YOLO("yolov8n-cls.yaml")
+t0 = time.perf_counter()
+m.train(data=data, epochs=epochs, imgsz=32, batch=64, workers=0, device="cpu", plots=False, project=project,
+        name="ref", exist_ok=True, verbose=False)
+wall = time.perf_counter() - t0
+rows = list(csv.DictReader(open(f"{project}/ref/results.csv")))
+key = next(k for k in rows[0] if "top1" in k)
+print(json.dumps({"top1": [round(float(r[key]), 4) for r in rows], "wall_s": round(wall, 2)}))
+"""
+
+
+def digits32(root: Path) -> Path:
+    """scikit-learn's digits upscaled to 32 px as an RGB ImageFolder (val: i % 5 == 0), as the reference needs."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    imgs = np.clip(np.rint(d.images * (255 / 16)), 0, 255).astype(np.uint8)
+    for i, (img, label) in enumerate(zip(imgs, d.target)):
+        out = root / ("val" if i % 5 == 0 else "train") / str(label)
+        out.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img, "L").resize((32, 32), Image.Resampling.BILINEAR).convert("RGB").save(out / f"{i:04d}.png")
+    return root
+
+
+def vs_reference(args, project: Path) -> dict:
+    """Per-epoch val top-1 and wall time of both projects on digits-32, in alternating rounds."""
+    import subprocess
+
+    from yolo_export import YOLO
+
+    data = digits32(project / "digits32")
+    out: dict = {"ours": [], "reference": []}
+    for rnd in range(args.rounds):
+        y = YOLO("yolov8n-cls.yaml")
+        t0 = time.perf_counter()
+        y.train(data=str(data), epochs=args.ref_epochs, imgsz=32, batch=64, workers=0, device="cpu",
+                threads=args.threads, plots=False, progress=False, project=str(project), name=f"ours{rnd}")
+        wall = time.perf_counter() - t0
+        hist = [r["metrics/top1"] for r in y.trainer.history] if getattr(y, "trainer", None) else None
+        out["ours"].append({"top1": hist, "wall_s": round(wall, 2)})
+        print(f"round {rnd + 1} ours: {out['ours'][-1]}", file=sys.stderr)
+        if args.ref_python and Path(args.ref_python).exists():
+            r = subprocess.run([args.ref_python, "-c", REF_TRAIN, str(data), str(args.ref_epochs),
+                                str(project / f"refrun{rnd}"), str(args.threads or 0)],
+                               capture_output=True, text=True, timeout=3600)
+            doc = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {"error": r.stderr[-500:]}
+            out["reference"].append(doc)
+            print(f"round {rnd + 1} reference: {doc}", file=sys.stderr)
+    for side in ("ours", "reference"):
+        runs = [r for r in out[side] if "top1" in r and r["top1"]]
+        if runs:
+            out[f"{side}_epoch_s_median"] = statistics.median(r["wall_s"] / len(r["top1"]) for r in runs)
+    if out.get("reference_epoch_s_median") and out.get("ours_epoch_s_median"):
+        out["speed_ratio_ref_over_ours"] = round(out["reference_epoch_s_median"] / out["ours_epoch_s_median"], 2)
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--epochs", type=int, default=20)
@@ -77,6 +148,9 @@ def main(argv=None):
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--out", help="write the results as JSON here")
+    ap.add_argument("--vs-reference", action="store_true", help="only the per-epoch curve against the reference")
+    ap.add_argument("--ref-epochs", type=int, default=5)
+    ap.add_argument("--ref-python", default=os.environ.get("YOLO_EXPORT_REF_PYTHON", "/tmp/refvenv/bin/python"))
     args = ap.parse_args(argv)
 
     import torch
@@ -91,6 +165,9 @@ def main(argv=None):
                        "torch": torch.__version__}, "args": vars(args)}
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)
+        if args.vs_reference:
+            args.skip_recipe = args.skip_throughput = True
+            res["vs_reference"] = vs_reference(args, project)
         if not args.skip_recipe:
             res["recipe"] = recipe(args, project)
             r = res["recipe"]

@@ -76,11 +76,13 @@ def _random_cases(n: int, seed: int = 0):
     for i in range(n):
         w, h = int(rng.integers(8, 140)), int(rng.integers(8, 140))
         crop = int(rng.choice([16, 24, 32]))
-        resize = int(crop * rng.choice([1.0, 1.14, 1.25]))
+        resize = int(crop * rng.choice([0.8, 1.0, 1.14, 1.25]))  # 0.8: padded by the centre crop
         imagenet = i % 3 == 0
         pp = {"resize": resize, "crop": crop, "interpolation": interps[i % len(interps)],
               "mean": [0.485, 0.456, 0.406] if imagenet else [0.0, 0.0, 0.0],
               "std": [0.229, 0.224, 0.225] if imagenet else [1.0, 1.0, 1.0], "layout": "NHWC"}
+        if i % 4 == 3:  # the opt-in one-pass approximation; the rest: the reference's exact resize-then-crop
+            pp["fast"] = True
         lo = rng.integers(0, 256, (max(h // 4, 1), max(w // 4, 1), 3)).astype(np.uint8)
         arr = np.asarray(Image.fromarray(lo).resize((w, h), Image.Resampling.BICUBIC), dtype=np.int16)
         arr = np.clip(arr + rng.integers(-25, 26, arr.shape), 0, 255).astype(np.uint8)

@@ -108,10 +108,13 @@ def train_cmd(model, as_json, verbose, **opts):
 @click.option("--workers", type=int, default=0, show_default=True)
 @click.option("--half", is_flag=True, help="fp16 on CUDA (PyTorch).")
 @click.option("--predictions", is_flag=True, help="Add each image's file and predicted class to the JSON.")
+@click.option("--fast-preprocess", is_flag=True,
+              help="Draft JPEG decode + one-pass resize: ~2x faster, a few /255 from the reference's pixels.")
 @_ray_opt
 @_json_opt
 @_verbose_opt
-def val_cmd(model, data, split, batch, imgsz, device, workers, half, predictions, ray_address, as_json, verbose):
+def val_cmd(model, data, split, batch, imgsz, device, workers, half, predictions, fast_preprocess, ray_address, as_json,
+            verbose):
     """Top-1/top-5, per-class accuracy, confusion matrix and speed of MODEL on a dataset split."""
 
     def go():
@@ -126,7 +129,7 @@ def val_cmd(model, data, split, batch, imgsz, device, workers, half, predictions
 
         y = YOLO(model, device=device)
         return y.val(data=data, split=split, batch=batch, imgsz=imgsz, device=device, workers=workers, half=half,
-                     predictions=predictions, progress=not as_json)
+                     predictions=predictions, progress=not as_json, fast_preprocess=fast_preprocess)
 
     m = run_command(go, verbose, as_json)
     if as_json:

@@ -43,8 +43,7 @@ def iter_items(source) -> Iterator[Item]:
                 yield Item(str(f), f, from_folder=True)
             return
         if any(c in s for c in "*?["):
-            files = sorted(_glob.glob(s, recursive=True))
-            images = [f for f in files if Path(f).suffix.lower() in IMG_SUFFIXES]
+            images = [f for f in safe_glob(s) if Path(f).suffix.lower() in IMG_SUFFIXES]
             if not images:
                 raise ImageError(f"no images match {s}")
             for f in images:
@@ -57,6 +56,37 @@ def iter_items(source) -> Iterator[Item]:
         yield Item(s, p)
         return
     yield from _in_memory(source, "image0")
+
+
+def safe_glob(pattern: str, limit: int = 1_000_000) -> list[str]:
+    """Files matching ``pattern`` (``**`` = any depth), sorted, never through a symlinked folder: ``**`` walks the
+    real tree only (no loops), and a match reached through a symlinked folder below the pattern's fixed root (such
+    as ``up -> ..``) is dropped, so nothing outside the root or twice is read. Symlinked files are kept."""
+    parts = Path(pattern).parts
+    fixed = 0
+    while fixed < len(parts) - 1 and not _glob.has_magic(parts[fixed]):
+        fixed += 1
+    root = Path(*parts[:fixed]) if fixed else Path(".")
+    if not root.is_dir():
+        return []
+    out = []
+    for p in root.glob(str(Path(*parts[fixed:]))):  # pathlib's ``**`` does not descend into symlinked folders
+        if not p.is_file() or _through_symlink(p, root):
+            continue
+        out.append(str(p) if not str(pattern).startswith("./") else "./" + str(p))
+        if len(out) > limit:
+            raise ImageError(f"{pattern} matches more than {limit} files; narrow the pattern")
+    return sorted(out)
+
+
+def _through_symlink(p: Path, root: Path) -> bool:
+    """Whether a folder between ``root`` and ``p`` is a symlink."""
+    d, depth = p.parent, len(p.parts) - len(root.parts) - 1
+    for _ in range(max(depth, 0)):
+        if d.is_symlink():
+            return True
+        d = d.parent
+    return False
 
 
 def _in_memory(obj, name) -> Iterator[Item]:

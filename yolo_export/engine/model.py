@@ -113,10 +113,11 @@ class YOLO:
 
     # ------------------------------------------------------------------------------ predict
     def predict(self, source, imgsz: int | None = None, batch: int = 1, device: str | None = None,
-                stream: bool = False, half: bool = False, verbose: bool = False):
+                stream: bool = False, half: bool = False, verbose: bool = False, fast_preprocess: bool = False):
         from yolo_export.engine.predictor import stream_predict
 
-        gen = stream_predict(self.backend(device, half), source, imgsz=imgsz, batch=batch, verbose=verbose)
+        gen = stream_predict(self.backend(device, half), source, imgsz=imgsz, batch=batch, verbose=verbose,
+                             fast_preprocess=fast_preprocess)
         return gen if stream else list(gen)
 
     __call__ = predict

@@ -15,8 +15,12 @@ from yolo_export.errors import ImageError, YoloExportError
 from yolo_export.utils import LOGGER
 
 
-def resolve_preprocess(backend, imgsz: int | None) -> dict:
+def resolve_preprocess(backend, imgsz: int | None, fast: bool = False) -> dict:
+    """The artefact's preprocessing (at ``imgsz``); ``fast``: opt in to the faster approximation (see
+    :mod:`yolo_export.data.transforms`), which an artefact's own metadata may also ask for."""
     pp = dict(backend.preprocess)
+    if fast:
+        pp["fast"] = True
     if imgsz and int(imgsz) != int(pp["crop"]):
         if backend.path is not None and not backend.dynamic_imgsz:
             raise YoloExportError(f"this {backend.format} model was exported at imgsz {pp['crop']}; "
@@ -26,12 +30,14 @@ def resolve_preprocess(backend, imgsz: int | None) -> dict:
 
 
 def stream_predict(backend, source, imgsz: int | None = None, batch: int = 1, verbose: bool = False,
-                   workers: int | None = None) -> Iterator[Results]:
+                   workers: int | None = None, fast_preprocess: bool = False) -> Iterator[Results]:
     """Results for every image of ``source``, in order. ``workers`` threads decode and preprocess ahead of the
-    runtime (default: one per core, at most 4; 0 = none)."""
+    runtime (default: one per core, at most 4; 0 = none). ``fast_preprocess``: the faster approximation (each
+    Results says which preprocessing ran)."""
     import os
 
-    pp = resolve_preprocess(backend, imgsz)
+    pp = resolve_preprocess(backend, imgsz, fast_preprocess)
+    mode = "fast" if pp.get("fast") else "exact"
     if workers is None:
         workers = min(4, os.cpu_count() or 1)
     batch = max(1, int(batch or 1))
@@ -49,6 +55,7 @@ def stream_predict(backend, source, imgsz: int | None = None, batch: int = 1, ve
         for (path, _, pre_ms, shape), p in zip(pending, probs):
             t3 = time.perf_counter()
             r = Results(p, backend.names, path=path, orig_shape=shape)
+            r.preprocess = mode
             r.speed = {"preprocess": pre_ms, "inference": infer, "postprocess": (time.perf_counter() - t3) * 1e3}
             if verbose:
                 LOGGER.info(f"{path}: {r.verbose()}")
@@ -56,17 +63,27 @@ def stream_predict(backend, source, imgsz: int | None = None, batch: int = 1, ve
         pending.clear()
         return out
 
+    read = skipped = 0
     for item, res in _prefetch(iter_items(source), lambda it: _load(it, pp), batch, workers):
         if isinstance(res, ImageError):
             if item.from_folder:
                 LOGGER.warning(f"warning: skipped {res}")
+                skipped += 1
                 continue
             raise res
+        read += 1
         arr, shape, pre_ms = res
         pending.append((str(item.path), arr, pre_ms, shape))
         if len(pending) >= batch:
             yield from flush()
     yield from flush()
+    if skipped and not read:
+        raise ImageError(f"none of the {skipped} image(s) in {_name(source)} could be read (see the warnings above)")
+
+
+def _name(source) -> str:
+    return str(source) if not isinstance(source, (list, tuple)) else ", ".join(str(s) for s in source[:3]) + (
+        " ..." if len(source) > 3 else "")
 
 
 def _load(item, pp):

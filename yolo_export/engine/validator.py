@@ -140,8 +140,9 @@ class Validator:
     def __init__(self, yolo, data=None, split: str = "val", batch: int = 32, imgsz: int | None = None,
                  device: str | None = None, workers: int = 0, half: bool = False, plots: bool = False,
                  save_dir=None, progress: bool = True, predictions: bool = False, fraction: float | None = None,
-                 verbose: bool | None = None):
+                 verbose: bool | None = None, fast_preprocess: bool = False):
         self.yolo = yolo
+        self.fast_preprocess = bool(fast_preprocess)
         self.data = data
         self.split = split
         self.batch = int(batch or 32)
@@ -170,7 +171,7 @@ class Validator:
         data = self.data or self._default_data()
         root = resolve_dataset(data)
         backend = self.yolo.backend(self.device, self.half)
-        pp = resolve_preprocess(backend, self.imgsz)
+        pp = resolve_preprocess(backend, self.imgsz, self.fast_preprocess)
         ds = ClassificationDataset(root, self.split, transform=EvalTransform(pp), fraction=self.fraction)
         mapping = match_classes(backend.names, ds.names)
         names = [backend.names[i] for i in sorted(backend.names)]
@@ -187,8 +188,12 @@ class Validator:
         counts = evaluate(predict, loader, len(names), progress=self.progress, desc=f"val {backend.format}",
                           keep_preds=self.predictions)
         m = summarise(counts, names)
+        if m["n"] == 0 and m["skipped"]:
+            raise DatasetError(f"none of the {m['skipped']} image(s) of {root}/{self.split} could be read "
+                               f"(see the warnings above)")
         m.update(format=backend.format, model=str(self.yolo.ckpt_path or self.yolo.model_name), data=str(data),
-                 split=self.split, imgsz=int(pp["crop"]), time_s=round(time.perf_counter() - t0, 3))
+                 split=self.split, imgsz=int(pp["crop"]), preprocess="fast" if pp.get("fast") else "exact",
+                 time_s=round(time.perf_counter() - t0, 3))
         if self.predictions:
             order = sorted(counts["preds"])
             m["files"] = [ds.samples[i][0] for i, _ in order]
