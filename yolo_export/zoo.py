@@ -71,6 +71,9 @@ class Entry:
     license: str
     release: str | None = None
     notes: str | None = None
+    url_sources: tuple[str, ...] = ()
+    params_source: str | None = None
+    published: dict | None = None
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -80,9 +83,10 @@ class Entry:
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in ("name", "file", "sha256", "size", "checksum_status", "source_format",
                                            "task", "arch", "scale", "nc", "imgsz", "params", "dataset", "license",
-                                           "release", "notes")}
-        d["urls"] = list(self.urls)
+                                           "release", "notes", "params_source")}
+        d["urls"], d["url_sources"] = list(self.urls), list(self.url_sources)
         d["metrics"] = dict(self.metrics)
+        d["published"] = dict(self.published) if self.published else None
         return d
 
 
@@ -104,12 +108,38 @@ def load_manifest(path: str | Path | None = None) -> dict[str, Entry]:
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise YoloExportError(f"invalid weights manifest {path}: {errors[0]}{more}")
+    bad = _unsourced(doc)
+    if bad:
+        raise YoloExportError(f"invalid weights manifest {path}: {bad}")
     out = {}
     for name, e in doc["models"].items():
-        known = set(Entry.__dataclass_fields__) - {"name", "urls", "extra"}
-        out[name] = Entry(name=name, urls=tuple(e["urls"]), **{k: v for k, v in e.items() if k in known},
-                          extra={k: v for k, v in e.items() if k not in known and k != "urls"})
+        known = set(Entry.__dataclass_fields__) - {"name", "urls", "url_sources", "extra"}
+        out[name] = Entry(name=name, urls=tuple(e["urls"]), url_sources=tuple(e["url_sources"]),
+                          **{k: v for k, v in e.items() if k in known},
+                          extra={k: v for k, v in e.items() if k not in known and k not in ("urls", "url_sources")})
     return out
+
+
+def _unsourced(doc: dict) -> str | None:
+    """Every figure names its source: each ``source`` id is a key of ``sources``, one per URL. None when so."""
+    ids = set(doc["sources"])
+    for name, e in doc["models"].items():
+        if len(e["url_sources"]) != len(e["urls"]):
+            return f"$.models.{name}.url_sources: {len(e['url_sources'])} source(s) for {len(e['urls'])} URL(s)"
+        named = {"url_sources": e["url_sources"], "params_source": [e["params_source"]],
+                 "metrics.source": [e["metrics"]["source"]],
+                 "published.source": [e["published"]["source"]] if e.get("published") else []}
+        for where, sids in named.items():
+            missing = [s for s in sids if s not in ids]
+            if missing:
+                return f"$.models.{name}.{where}: unknown source '{missing[0]}' (sources: {', '.join(sorted(ids))})"
+    return None
+
+
+def manifest_sources(path: str | Path | None = None) -> dict:
+    """The manifest's ``sources``: id -> {title, url?, note?} (what each figure's ``source`` field names)."""
+    load_manifest(path)
+    return json.loads((Path(path) if path else manifest_path()).read_text(encoding="utf-8"))["sources"]
 
 
 def load_schema() -> dict:
