@@ -200,8 +200,9 @@ def test_manifest_follows_its_schema_and_our_architecture():
 
 # The project's source document: the v0.0.0 release, top-1/top-5 (ImageNet val, 224), params (M), CPU ONNX ms,
 # A100 TensorRT ms.
-DOCUMENTED = {"n": (66.6, 87.0, 2.7, 12.9, 0.31), "s": (72.3, 91.1, 6.4, 23.4, 0.35), "m": (76.4, 93.2, 17.0, 85.4, 0.62),
-              "l": (78.0, 94.1, 37.5, 163.0, 0.87), "x": (78.4, 94.3, 57.4, 232.0, 1.01)}
+DOCUMENTED = {"n": (66.6, 87.0, 2.7, 12.9, 0.31), "s": (72.3, 91.1, 6.4, 23.4, 0.35),
+              "m": (76.4, 93.2, 17.0, 85.4, 0.62), "l": (78.0, 94.1, 37.5, 163.0, 0.87),
+              "x": (78.4, 94.3, 57.4, 232.0, 1.01)}
 
 
 def test_manifest_says_what_the_source_document_says_and_names_every_source():
