@@ -124,7 +124,7 @@ class ModelService:
             raise RequestError(413, f"{name}: {w}x{h} = {w * h} pixels is over the limit of {self.cfg.max_pixels} "
                                     "(--max-pixels)")
         try:
-            im = open_image(io.BytesIO(data), draft_to=self.pp["resize"])
+            im = open_image(io.BytesIO(data), draft_to=self.pp["resize"] if self.pp.get("fast") else None)  # exact
         except ImageError as e:
             raise RequestError(415, f"{name}: {str(e).split(': ', 1)[-1]}") from None
         except Exception as e:  # noqa: BLE001 - a decoder failing on hostile bytes is a bad request
