@@ -117,6 +117,11 @@ class OnnxBackend(Backend):
         onnx.save(model, str(tmp), save_as_external_data=False)
         tmp.replace(path)
 
+    def graph_stats(self, path):
+        import onnx
+
+        return graph_stats(onnx.load(str(path), load_external_data=False))
+
     def read_metadata(self, path):
         import onnx
 
@@ -125,6 +130,30 @@ class OnnxBackend(Backend):
         model = onnx.load(str(path), load_external_data=False)
         check_external_data(model, path)
         return decode({p.key: p.value for p in model.metadata_props}, path)
+
+
+def graph_stats(model) -> dict:
+    """Weights (initializer elements) and 2 x multiply-accumulates of Conv / Gemm / MatMul for one image."""
+    from math import prod
+
+    from onnx import shape_inference
+
+    inits = {i.name: list(i.dims) for i in model.graph.initializer}
+    params = sum(prod(d) for d in inits.values() if len(d) >= 1)
+    g = shape_inference.infer_shapes(model).graph
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(g.value_info) + list(g.output)}
+    flops = 0.0
+    for n in g.node:
+        w = inits.get(n.input[1]) if len(n.input) > 1 else None
+        if w is None:
+            continue
+        if n.op_type in ("Conv", "ConvInteger", "QLinearConv"):
+            out = shapes.get(n.output[0]) or []
+            flops += 2.0 * prod(d or 1 for d in out[1:]) * prod(w[1:])
+        elif n.op_type in ("Gemm", "MatMul", "MatMulInteger"):
+            flops += 2.0 * prod(w)
+    return {"params": int(params), "gflops": round(flops / 1e9, 3)}
 
 
 def check_external_data(model, path) -> None:

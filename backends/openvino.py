@@ -156,6 +156,24 @@ class OpenVINOBackend(Backend):
             return path.suffix == ".xml" and path.with_suffix(".bin").is_file()
         return super().recognise(path)
 
+    def graph_stats(self, path):
+        """Weights (floating constants) and 2 x multiply-accumulates of (group) convolutions and MatMuls."""
+        from math import prod
+
+        import openvino as ov
+
+        params, flops = 0, 0.0
+        for op in ov.Core().read_model(str(_xml(path))).get_ordered_ops():
+            kind = op.get_type_name()
+            if kind == "Constant" and op.get_output_element_type(0).is_real():
+                params += prod(op.get_output_shape(0))
+            elif kind in ("Convolution", "GroupConvolution", "MatMul"):
+                w = list(op.input(1).get_partial_shape().get_min_shape())
+                out = [int(d.get_min_length()) or 1 for d in op.get_output_partial_shape(0)]
+                per = prod(w[2:]) if kind == "GroupConvolution" else prod(w[1:]) if kind == "Convolution" else 0
+                flops += 2.0 * (prod(out[1:]) * per if kind != "MatMul" else prod(w))
+        return {"params": int(params), "gflops": round(flops / 1e9, 3)}
+
     def load(self, path, device, metadata):
         if str(device or "cpu") not in ("cpu", "CPU"):
             LOGGER.warning(f"warning: OpenVINO runs on the CPU here (asked for {device})")

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import needs
 
 
@@ -73,3 +74,50 @@ def test_json_stdout_stays_one_document_when_a_library_prints(pt_copy):
     assert out.returncode == 0, out.stderr[-2000:]
     doc = json.loads(out.stdout)
     assert doc["format"] == "openvino" and doc["precision"] == "int8"
+
+
+@needs("onnx", "onnxruntime", extra="onnx")
+def test_info_counts_params_and_gflops_from_the_graph(cli, pt_copy):
+    import onnx
+
+    code, out, err = cli(pt_copy, "-f", "onnx", "--json", "--no-verify")
+    path = json.loads(out)["path"]
+    pt = json.loads(cli("info", pt_copy, "--json")[1])
+    code, out, err = cli("info", path, "--json")
+    info = json.loads(out)
+    # counted on the fused graph: BatchNorm folded into the convolutions, so slightly fewer weights than the .pt
+    assert 0.99 * pt["params"] < info["params"] < pt["params"]
+    assert info["gflops"] == pytest.approx(pt["gflops"], rel=0.05, abs=1e-3)
+    # a model with no metadata: info says so in one line (exit 1), not an empty class list
+    m = onnx.load(path)
+    del m.metadata_props[:]
+    bare = pt_copy.with_name("bare.onnx")
+    onnx.save(m, str(bare))
+    code, out, err = cli("info", bare, "--json")
+    assert code == 1 and err.count("\n") == 1 and "carries no names or imgsz" in err
+    assert json.loads(out)["type"] == "MetadataError"
+
+
+def test_formats_without_a_counter_say_why(cli, pt_copy):
+    code, out, err = cli(pt_copy, "-f", "torchscript", "--json", "--no-verify")
+    info = json.loads(cli("info", json.loads(out)["path"], "--json")[1])
+    assert info["params"] is None and info["gflops"] is None and "not counted" in info["stats_reason"]
+
+
+def test_usage_errors_are_one_line_and_json(cli):
+    code, out, err = cli("predict", "--source", "x", "--json")
+    assert code == 2 and err.count("\n") == 1 and "Missing option '--model'" in err and "Usage" not in err
+    doc = json.loads(out)
+    assert doc["type"] == "ArgumentError" and "--help" in doc["error"]
+    code, out, err = cli("--bogus")
+    assert code == 2 and err.count("\n") == 1 and "No such option" in err
+
+
+def test_every_error_type_is_documented():
+    from yolo_export import errors
+
+    for name in errors.DOCUMENTED:
+        assert issubclass(getattr(errors, name), errors.YoloExportError)
+    assert type(errors.user_error(ValueError("bad"))).__name__ == "InternalError"
+    assert "ValueError" not in str(errors.user_error(ValueError("bad")))
+    assert type(errors.user_error(OSError(28, "No space left on device", "/x"))).__name__ == "FileError"

@@ -327,6 +327,12 @@ class Backend:
         METADATA_BYTES.check(target.stat().st_size, "metadata.yaml size", target)
         return from_yaml_text(target.read_bytes(), source=target)
 
+    def graph_stats(self, path: Path) -> dict:
+        """``{"params", "gflops"}`` counted from the artefact's own graph and weights (fused, one image), or None
+        for both with ``stats_reason``. Formats whose graph can be read without running it override this."""
+        return {"params": None, "gflops": None,
+                "stats_reason": f"not counted for {self.title or self.name} artefacts (count them on the .pt)"}
+
     def version(self) -> str | None:
         """The backend library's version, for reports."""
         for m in self.requires:

@@ -154,8 +154,26 @@ class YOLO:
                 out["checkpoint"] = {k: self.ckpt.get(k) for k in ("version", "date", "source", "metrics")
                                      if self.ckpt.get(k) is not None}
         else:
+            missing = [k for k in ("names", "imgsz") if not self.metadata.get(k)]
+            if missing:
+                from yolo_export.errors import MetadataError
+
+                raise MetadataError(f"{self.ckpt_path} carries no {' or '.join(missing)} in its metadata (was it "
+                                    "exported by a YOLO tool?); it cannot be run or validated as it is")
+            out.update(self._graph_stats())
             out["metadata"] = {k: v for k, v in self.metadata.items() if k != "names"}
         return out
+
+    def _graph_stats(self) -> dict:
+        """params / GFLOPs counted from an artefact's graph, or None with the reason (never an exception)."""
+        from yolo_export.errors import user_error
+
+        b = self._artefact_backend
+        try:
+            b.require_runtime()
+            return b.graph_stats(self._backend_path)
+        except Exception as e:  # noqa: BLE001 - info still reports everything else
+            return {"params": None, "gflops": None, "stats_reason": str(user_error(e)).splitlines()[0]}
 
     # ------------------------------------------------------------------------------ train / val
     def train(self, **kwargs):
