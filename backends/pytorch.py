@@ -72,9 +72,11 @@ class PyTorchBackend(Backend):
     def write_metadata(self, path, meta):
         import torch
 
+        from yolo_export.nn.reference_import import RestrictedUnpickler
+        from yolo_export.nn.safe_load import read_torch_zip
         from yolo_export.utils import atomic_write_bytes
 
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+        ck = read_torch_zip(path, RestrictedUnpickler)  # the file just exported, read by the one checkpoint reader
         ck["verification"] = meta.get("verification")
         import io
 

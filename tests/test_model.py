@@ -135,3 +135,24 @@ def test_earlier_schema_checkpoint_predicts_bit_for_bit_as_before(tmp_path):
         moved = back(x)
     assert torch.equal(got, expected)
     assert (moved - expected).abs().max() > 1e-6
+
+
+def test_architecture_budgets_admit_real_models_and_name_the_override(monkeypatch):
+    with torch.device("meta"):
+        assert ClassificationModel("yolov8x-cls.yaml", nc=22000).nc == 22000  # a 22k-class head is admitted
+    for cfg, match in [({"nc": 300000}, r"nc \(classes\) 300000.*YOLO_EXPORT_MAX_NC"),
+                       ({"scales": {"n": [0.33, 64, 1024]}}, r"width multiple 64.*YOLO_EXPORT_MAX_WIDTH"),
+                       ({"scales": {"n": [40, 0.25, 1024]}}, r"depth multiple 40.*YOLO_EXPORT_MAX_DEPTH"),
+                       ({"backbone": [[-1, 1, "Conv", [10**6, 3, 2]]]}, r"row 0 channels.*YOLO_EXPORT_MAX_CHANNELS"),
+                       ({"backbone": [[-1, 10**6, "C2f", [64, True]]]}, r"row 0 repeats.*YOLO_EXPORT_MAX_REPEATS"),
+                       ({"backbone": "x"}, "'backbone' and 'head' lists")]:
+        base = ClassificationModel("yolov8n-cls.yaml").yaml
+        with pytest.raises(YoloExportError, match=match) as ei:
+            ClassificationModel({**base, **cfg})
+        assert "\n" not in str(ei.value)
+    monkeypatch.setenv("YOLO_EXPORT_MAX_NC", "400000")
+    with torch.device("meta"):
+        assert ClassificationModel("yolov8n-cls.yaml", nc=300000).nc == 300000
+    monkeypatch.setenv("YOLO_EXPORT_MAX_PARAMS", "1000000")
+    with pytest.raises(YoloExportError, match=r"parameters, over the limit of 1 M \(YOLO_EXPORT_MAX_PARAMS"):
+        ClassificationModel("yolov8n-cls.yaml")

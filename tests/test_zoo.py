@@ -434,6 +434,45 @@ def test_stale_or_damaged_cache_is_fetched_again(server, ul_bytes, zoo_env):
     assert zoo.cached(NAME) is None  # the manifest now pins another file than the one cached
 
 
+def test_conversion_by_an_earlier_version_is_derived_again(server, ul_bytes, zoo_env, logs):
+    """A cached conversion made when BatchNorm eps was assumed (no ``conversion_version``) is not kept."""
+    zoo_env.write(urls=[_serve(server, ul_bytes)])
+    rec_path = zoo_env.cache_dir / "zoo" / f"{NAME}.json"
+    path = Path(zoo.fetch(NAME, **FAST)["path"])
+    rec = json.loads(rec_path.read_text())
+    assert rec["conversion_version"] == zoo.CONVERSION_VERSION >= 2
+    assert torch.load(path, weights_only=True)["yaml"]["module_attrs"]["bn_eps"] == 1e-5
+    rec.pop("conversion_version")
+    rec_path.write_text(json.dumps(rec))
+    assert zoo.cached(NAME) is None and any("derived again" in m for m in logs)
+    assert zoo.fetch(NAME, **FAST)["cached"] is False and len(server.log) == 2
+    assert zoo.cached(NAME) is not None
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_bare_pickle_through_a_mirror_never_runs(server, zoo_env, tmp_path, monkeypatch):
+    import pickle
+
+    marker = tmp_path / "pwned"
+    for i, body in enumerate([pickle.dumps({"model": _Payload(marker)}, protocol=2),
+                              pickle.dumps(_Payload(marker), protocol=2) + b"PK\x05\x06" + b"\0" * 18]):
+        _serve(server, body, path=f"/m{i}/{NAME}.pt")
+        zoo_env.write(urls=[f"{server.url}/m{i}/{NAME}.pt"])
+        monkeypatch.setenv("YOLO_EXPORT_MIRROR", f"{server.url}/m{i}/")
+        with pytest.raises(DownloadError, match="bare pickle") as ei:
+            zoo.fetch(NAME, **FAST)
+        assert "\n" not in str(ei.value) and not marker.exists() and zoo_env.leftovers() == []
+
+
 def test_names_that_do_not_resolve(zoo_env, server, ul_bytes):
     zoo_env.write(urls=[_serve(server, ul_bytes)])
     with pytest.raises(CheckpointError, match="checkpoint not found: nope.pt"):

@@ -125,14 +125,14 @@ def _transforms(mods, imgsz: int, resize: int, mean, std):
 def make_ultralytics_checkpoint(path: str | Path, model, *, imgsz: int | None = None, resize: int | None = None,
                                 mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), epochs: int = 100,
                                 bn_eps: float | None = None, bn_momentum: float | None = None, act=None,
-                                edit=None) -> None:
+                                edit=None, extra: dict | None = None) -> None:
     """Write ``model`` (our ClassificationModel or a YOLO facade) to ``path`` in the Ultralytics file layout.
 
     The weights are stored in fp16 as released files have them; ``imgsz``/``resize`` set the attached eval
     transforms (default: the model's ``imgsz``, else 224, resize = imgsz). The BatchNorm layers keep the eps and
     momentum the model has (the reference classification model's are PyTorch's defaults, 1e-5 / 0.1) unless
     ``bn_eps``/``bn_momentum`` set others; ``act`` (an ``nn.Module``) replaces every Conv's activation; ``edit``
-    (a function of the fake model) changes anything else before it is pickled.
+    (a function of the fake model) changes anything else before it is pickled; ``extra`` replaces top-level keys.
     """
     import torch
 
@@ -172,5 +172,6 @@ def make_ultralytics_checkpoint(path: str | Path, model, *, imgsz: int | None = 
             "train_results": {"epoch": list(range(1, 4)), "metrics/accuracy_top1": [0.3, 0.4, 0.5]},
             "git": {"root": None, "branch": None, "commit": None, "origin": None},
         }
+        ckpt.update(extra or {})
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         torch.save(ckpt, path)

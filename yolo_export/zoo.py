@@ -43,6 +43,10 @@ PACKAGED_MANIFEST = PACKAGE_DIR / "weights_manifest.json"
 SCHEMA_PATH = PACKAGE_DIR / "weights_manifest.schema.json"
 
 RECORD_VERSION = 1
+# How a reference-format download is converted into the cache (recorded as ``conversion_version``): 1 assumed
+# BatchNorm eps 1e-3 / momentum 0.03 for every layer; 2 takes every computation attribute from the file itself.
+# A cached conversion older than this is re-derived from the original download, never kept.
+CONVERSION_VERSION = 2
 CHUNK = 1 << 16
 _TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
 _TRUE = {"1", "true", "yes", "on"}
@@ -533,6 +537,10 @@ def cached(name: str | Entry, manifest: dict[str, Entry] | None = None) -> dict 
     if e.sha256 and rec.get("source_sha256") != e.sha256.lower():
         LOGGER.debug(f"cached {ckpt} came from a file with another sha256 than the manifest pins")
         return None
+    if e.source_format == "ultralytics" and rec.get("conversion_version", 1) < CONVERSION_VERSION:
+        LOGGER.info(f"cached {ckpt} was converted by an earlier version (BatchNorm eps assumed, not read from the "
+                    "file); it will be derived again from the original download")
+        return None
     if e.pinned and rec.get("checksum_status") != "verified":
         rec = {**rec, "checksum_status": "verified"}  # the manifest now pins exactly what was fetched
     return {**rec, "path": str(ckpt)}
@@ -580,6 +588,7 @@ def fetch(name: str, *, force: bool = False, offline: bool | None = None, mirror
             "source_sha256": got["sha256"],
             "source_size": got["size"],
             "checksum_status": "verified" if got["verified"] else "unverified",
+            "conversion_version": CONVERSION_VERSION if e.source_format == "ultralytics" else None,
             "file_size": ckpt.stat().st_size,
             "fetched": _dt.datetime.now().isoformat(timespec="seconds"),
         }

@@ -136,26 +136,34 @@ def checkpoint_attrs(ckpt: dict) -> dict:
     return {**LEGACY_ATTRS, "dropout": float(dropout) if isinstance(dropout, (int, float)) else 0.0}
 
 
+def _check_weights_fit(mine: dict, theirs: dict, arch: str) -> None:
+    missing = [k for k in mine if k not in theirs]
+    unexpected = [k for k in theirs if k not in mine]
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint weights do not fit the {arch} architecture ({len(missing)} missing, "
+                              f"{len(unexpected)} unexpected keys, e.g. {(missing or unexpected)[0]})")
+    for k, v in theirs.items():
+        if mine[k].shape != v.shape:
+            raise CheckpointError(f"checkpoint weight {k} has shape {tuple(v.shape)}, the {arch} architecture "
+                                  f"needs {tuple(mine[k].shape)}")
+
+
 def build_from_checkpoint(ckpt: dict):
     """A ClassificationModel (fp32, eval) from our plain-dict checkpoint."""
     from yolo_export.nn.model import ATTRS_KEY, ClassificationModel
 
     cfg = dict(ckpt["yaml"])
     cfg[ATTRS_KEY] = checkpoint_attrs(ckpt)
-    model = ClassificationModel(cfg, ch=cfg.get("channels", 3), nc=cfg.get("nc"), names=ckpt.get("names"))
+    args = dict(ch=cfg.get("channels", 3), nc=cfg.get("nc"), names=ckpt.get("names"))
+    with torch.device("meta"):  # the architecture first, without memory: the file must hold all of its weights
+        meta = ClassificationModel(dict(cfg), **args)
+        if ckpt.get("fused"):
+            meta.fuse()
+    _check_weights_fit(meta.state_dict(), ckpt["state_dict"], cfg.get("yaml_file", "model"))
+    model = ClassificationModel(cfg, **args)
     if ckpt.get("fused"):
         model.fuse()
-    mine = model.state_dict()
-    for k, v in ckpt["state_dict"].items():
-        if k in mine and mine[k].shape != v.shape:
-            raise CheckpointError(f"checkpoint weight {k} has shape {tuple(v.shape)}, the "
-                                  f"{cfg.get('yaml_file', 'model')} architecture needs {tuple(mine[k].shape)}")
-    missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"checkpoint weights do not fit the {cfg.get('yaml_file', 'model')} architecture "
-            f"({len(missing)} missing, {len(unexpected)} unexpected keys, e.g. {(missing or unexpected)[0]})"
-        )
+    model.load_state_dict(ckpt["state_dict"], strict=True)
     model.imgsz = int(ckpt.get("imgsz") or 224)
     model.preprocess = ckpt.get("preprocess")
     model.train_args = ckpt.get("train_args")
@@ -164,7 +172,7 @@ def build_from_checkpoint(ckpt: dict):
 
 
 def save_ultralytics_as_ours(src: str | Path, dst: str | Path) -> Path:
-    """Convert an Ultralytics-format checkpoint into our safe format (fp16 weights as they came)."""
+    """Convert a reference-package checkpoint into our safe format (fp16 weights as they came)."""
     ckpt = load_checkpoint(src)
     if ckpt.get("source") != "ultralytics":
         raise CheckpointError(f"{src} is not a reference-package checkpoint")

@@ -1,6 +1,6 @@
 """The one reader for checkpoint files from elsewhere: a PyTorch zip archive, checked before anything is parsed.
 
-``read_torch_zip(path, find_class)`` never calls ``torch.load``: torch's legacy/tar paths hand the pickle module's
+``read_torch_zip(path, unpickler_cls)`` never calls ``torch.load``: torch's legacy/tar paths hand the pickle module's
 ``load`` an unrestricted unpickler, and its zip path hands TorchScript archives to ``torch.jit.load`` (which runs
 their code). Instead:
 
@@ -218,7 +218,7 @@ class Budget:
 
     def __init__(self, where: str, items: int | None = None, depth: int = 32):
         self.where = where
-        self.items = int(items or env_limit("YOLO_EXPORT_MAX_CHECKPOINT_ITEMS", 1_000_000))
+        self.items = int(items or env_limit("YOLO_EXPORT_MAX_CHECKPOINT_ITEMS", 100_000))
         self.depth = depth
         self.n = 0
 
