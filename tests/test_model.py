@@ -58,7 +58,9 @@ def test_fuse_keeps_outputs_and_softmax(tiny_yolo):
         out = m(x)
     assert m.is_fused()
     assert torch.allclose(ref.sum(1), torch.ones(4), atol=1e-5)
-    assert (ref - out).abs().max() < 1e-5
+    # folding BatchNorm (eps 1e-5) into the conv rounds differently in fp32: up to 3e-5 on these confident
+    # probabilities over 20 random batches
+    assert (ref - out).abs().max() < 1e-4
     m.train()
     assert m(x).sum(1).sub(1).abs().max() > 1e-3  # logits while training
 
