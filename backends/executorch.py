@@ -42,9 +42,11 @@ def _trailer(meta: dict) -> bytes:
 
 
 class ExecuTorchRunner(Runner):
-    def __init__(self, path, device="cpu"):
+    def __init__(self, path, device="cpu", threads: int | None = None):
         import torch
         from executorch.runtime import Runtime
+
+        from yolo_export.threads import executorch_threads
 
         self.torch = torch
         program = Runtime.get().load_program(Path(path))
@@ -53,6 +55,7 @@ class ExecuTorchRunner(Runner):
         shape = _input_sizes(meta)
         self.fixed_batch = int(shape[0]) if shape else None
         self.device = "cpu"
+        self.threads = executorch_threads(threads)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         out = self.method.execute([self.torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))])
@@ -101,12 +104,12 @@ class ExecuTorchBackend(Backend):
         out.write_bytes(bytes(data) + _trailer(ctx.metadata))
         return out
 
-    def load(self, path, device, metadata):
+    def load(self, path, device, metadata, threads=None):
         if str(device or "cpu") not in ("cpu", "CPU"):
             from yolo_export.utils import LOGGER
 
             LOGGER.warning(f"warning: ExecuTorch (XNNPACK) runs on the CPU here (asked for {device})")
-        return ExecuTorchRunner(path)
+        return ExecuTorchRunner(path, threads=threads)
 
     def write_metadata(self, path: Path, meta):
         path = Path(path)

@@ -79,7 +79,9 @@ class MNNRunner(Runner):
     def __init__(self, path, threads: int | None = None):
         MNN = _import_mnn()
         self.F = MNN.expr
-        n = int(threads) if threads else min(4, os.cpu_count() or 1)
+        from yolo_export.threads import resolve
+
+        self.threads = n = resolve(threads)
         cfg = {"backend": "CPU", "precision": "high", "numThread": n}
         with _stdout_to_stderr():
             rt = MNN.nn.create_runtime_manager((cfg,))
@@ -139,12 +141,12 @@ class MNNBackend(Backend):
         convert(opts, str(onnx_path.name))
         return out
 
-    def load(self, path, device, metadata):
+    def load(self, path, device, metadata, threads=None):
         if str(device or "cpu") not in ("cpu", "CPU"):
             from yolo_export.utils import LOGGER
 
             LOGGER.warning(f"warning: MNN runs on the CPU here (asked for {device})")
-        return MNNRunner(path)
+        return MNNRunner(path, threads=threads)
 
     def write_metadata(self, path: Path, meta):
         """Rewrite ``bizCode`` by an MNN -> MNN conversion without graph optimisation (weights are kept as they

@@ -35,8 +35,9 @@ class NcnnRunner(Runner):
         opt.use_fp16_packed = half
         opt.use_fp16_arithmetic = False
         opt.use_bf16_storage = False
-        if threads:
-            opt.num_threads = int(threads)
+        from yolo_export.threads import resolve
+
+        opt.num_threads = resolve(threads)
         self.threads = opt.num_threads
         param, weights = _files(path)
         if self.net.load_param(str(param)) != 0 or self.net.load_model(str(weights)) != 0:
@@ -108,5 +109,5 @@ class NcnnBackend(Backend):
         super().write_metadata(out, ctx.metadata)
         return out
 
-    def load(self, path, device, metadata):
-        return NcnnRunner(path, metadata)
+    def load(self, path, device, metadata, threads=None):
+        return NcnnRunner(path, metadata, threads=threads)

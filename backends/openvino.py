@@ -58,9 +58,11 @@ class OpenVINORunner(Runner):
         hint = precision if precision is not None else inference_precision(metadata)
         if hint and hint != "default":
             config["INFERENCE_PRECISION_HINT"] = hint
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = int(threads)
+        from yolo_export.threads import resolve
+
+        config["INFERENCE_NUM_THREADS"] = resolve(threads)
         self.compiled = core.compile_model(model, "CPU", config)
+        self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
         self.request = self.compiled.create_infer_request()
         self.precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         shape = model.inputs[0].get_partial_shape()
@@ -174,10 +176,10 @@ class OpenVINOBackend(Backend):
                 flops += 2.0 * (prod(out[1:]) * per if kind != "MatMul" else prod(w))
         return {"params": int(params), "gflops": round(flops / 1e9, 3)}
 
-    def load(self, path, device, metadata):
+    def load(self, path, device, metadata, threads=None):
         if str(device or "cpu") not in ("cpu", "CPU"):
             LOGGER.warning(f"warning: OpenVINO runs on the CPU here (asked for {device})")
-        return OpenVINORunner(path, metadata)
+        return OpenVINORunner(path, metadata, threads=threads)
 
     def write_metadata(self, path: Path, meta):
         """Metadata into ``rt_info`` (the IR is rewritten under temporary names, then renamed) and metadata.yaml."""

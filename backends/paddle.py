@@ -62,8 +62,10 @@ class PaddleRunner(Runner):
         config = inference.Config(str(model), str(params))
         config.disable_gpu()
         config.disable_glog_info()
-        if threads:
-            config.set_cpu_math_library_num_threads(int(threads))
+        from yolo_export.threads import resolve
+
+        config.set_cpu_math_library_num_threads(resolve(threads))
+        self.threads = int(config.cpu_math_library_num_threads())
         self.predictor = inference.create_predictor(config)
         self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
         self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
@@ -161,5 +163,5 @@ class PaddleBackend(Backend):
         super().write_metadata(out, ctx.metadata)
         return out
 
-    def load(self, path, device, metadata):
-        return PaddleRunner(path)
+    def load(self, path, device, metadata, threads=None):
+        return PaddleRunner(path, threads=threads)

@@ -10,8 +10,10 @@ from yolo_export.registry import Backend, Runner, register
 
 
 class ModuleRunner(Runner):
-    def __init__(self, model, device="cpu", half=False):
+    def __init__(self, model, device="cpu", half=False, threads: int | None = None):
         import torch
+
+        from yolo_export.threads import apply_torch, resolve
 
         from yolo_export.device import select_device
 
@@ -24,9 +26,12 @@ class ModuleRunner(Runner):
             self.model = self.model.half()
         self.dtype = torch.float16 if self.half else torch.float32
         self.dev = dev
+        self.threads = apply_torch(resolve(threads))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         torch = self.torch
+        if torch.get_num_threads() != self.threads:   # process-wide: another model may have changed it
+            torch.set_num_threads(self.threads)
         with torch.inference_mode():
             t = torch.from_numpy(x).to(self.dev, self.dtype, non_blocking=True)
             return self.model(t).float().cpu().numpy()
@@ -52,11 +57,11 @@ class PyTorchBackend(Backend):
         save_checkpoint(out, ctx.model, half=bool(ctx.args.get("half")), preprocess=ctx.metadata.get("preprocess"))
         return out
 
-    def load(self, path: Path, device, metadata):
+    def load(self, path: Path, device, metadata, threads=None):
         from yolo_export.nn.checkpoint import build_from_checkpoint, load_checkpoint
 
         model = build_from_checkpoint(load_checkpoint(path))
-        return ModuleRunner(model, device=device, half=bool(metadata.get("args", {}).get("half")))
+        return ModuleRunner(model, device=device, half=bool(metadata.get("args", {}).get("half")), threads=threads)
 
     def read_metadata(self, path):
         from yolo_export.data.transforms import default_preprocess

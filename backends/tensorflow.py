@@ -316,7 +316,10 @@ class TFLiteRunner(Runner):
         kw = {}
         if delegate:
             kw["experimental_delegates"] = [load_delegate(delegate)]
-        self.it = Interpreter(model_path=str(path), num_threads=threads, **kw)
+        from yolo_export.threads import resolve
+
+        self.threads = resolve(threads)
+        self.it = Interpreter(model_path=str(path), num_threads=self.threads, **kw)
         self.it.allocate_tensors()
         self.inp = self.it.get_input_details()[0]
         self.out = self.it.get_output_details()[0]
@@ -415,8 +418,8 @@ class TFLiteBackend(_TFBase):
         tflite_embed(out, _layout_meta(ctx.metadata))
         return out
 
-    def load(self, path, device, metadata):
-        return TFLiteRunner(path)
+    def load(self, path, device, metadata, threads=None):
+        return TFLiteRunner(path, threads=threads)
 
     def write_metadata(self, path, meta):
         tflite_embed(Path(path), meta)
@@ -491,5 +494,5 @@ class EdgeTPUBackend(TFLiteBackend):
         tflite_embed(out, _layout_meta(ctx.metadata))
         return out
 
-    def load(self, path, device, metadata):
-        return TFLiteRunner(path, delegate=_edgetpu_lib())
+    def load(self, path, device, metadata, threads=None):
+        return TFLiteRunner(path, delegate=_edgetpu_lib(), threads=threads)

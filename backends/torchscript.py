@@ -15,19 +15,23 @@ EXTRA = "config.txt"
 
 
 class TorchScriptRunner(Runner):
-    def __init__(self, path, device="cpu", half=False):
+    def __init__(self, path, device="cpu", half=False, threads: int | None = None):
         import torch
 
         from yolo_export.device import select_device
+        from yolo_export.threads import apply_torch, resolve
 
         self.torch = torch
         self.dev = select_device(device)
         self.device = str(self.dev)
         self.module = torch.jit.load(str(path), map_location=self.dev).eval()
         self.dtype = torch.float16 if (half and self.dev.type == "cuda") else torch.float32
+        self.threads = apply_torch(resolve(threads))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         torch = self.torch
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
         with torch.inference_mode():
             return self.module(torch.from_numpy(x).to(self.dev, self.dtype)).float().cpu().numpy()
 
@@ -67,8 +71,8 @@ class TorchScriptBackend(Backend):
         _save(ts, out, ctx.metadata)
         return out
 
-    def load(self, path, device, metadata):
-        return TorchScriptRunner(path, device, half=bool((metadata.get("args") or {}).get("half")))
+    def load(self, path, device, metadata, threads=None):
+        return TorchScriptRunner(path, device, half=bool((metadata.get("args") or {}).get("half")), threads=threads)
 
     def write_metadata(self, path: Path, meta):
         import torch

@@ -3,7 +3,11 @@
 Importing this package is cheap: torch and every backend library are imported lazily.
 """
 
+from yolo_export.threads import early_setup as _early_setup
+
 __version__ = "0.1.0"
+
+_early_setup()  # before torch loads: OpenMP threads sleep when idle (see yolo_export/threads.py)
 
 __all__ = ["YOLO", "__version__"]
 

@@ -17,13 +17,16 @@ class AutoBackend:
     Attributes: ``format``, ``metadata``, ``names``, ``imgsz``, ``preprocess``, ``layout``, ``dynamic``.
     """
 
-    def __init__(self, model, device: str = "cpu", half: bool = False, backend=None):
+    def __init__(self, model, device: str = "cpu", half: bool = False, backend=None, threads: int | None = None):
+        from yolo_export.threads import resolve
+
+        threads = resolve(threads)
         if not isinstance(model, (str, Path)):
             from yolo_export.backends.pytorch import ModuleRunner
 
             self.path = None
             self.backend = registry.get("pytorch")
-            self.runner = ModuleRunner(model, device=device, half=half)
+            self.runner = ModuleRunner(model, device=device, half=half, threads=threads)
             imgsz = int(getattr(model, "imgsz", 224))
             self.metadata = {"names": dict(model.names), "imgsz": [imgsz, imgsz], "batch": 1,
                              "preprocess": getattr(model, "preprocess", None) or default_preprocess(imgsz),
@@ -35,8 +38,9 @@ class AutoBackend:
             self.metadata = self.backend.read_metadata(self.path) or {}
             if "names" not in self.metadata:
                 raise YoloExportError(f"{model} carries no yolo-export metadata (class names); was it exported here?")
-            self.runner = self.backend.load(self.path, device, self.metadata)
+            self.runner = _load(self.backend, self.path, device, self.metadata, threads)
         self.format = self.backend.name
+        self.threads = getattr(self.runner, "threads", None)   # what the runtime reports, for every timing
         self.names = {int(k): v for k, v in self.metadata["names"].items()}
         imgsz = self.metadata.get("imgsz") or [224, 224]
         self.imgsz = int(imgsz[0] if isinstance(imgsz, (list, tuple)) else imgsz)
@@ -80,3 +84,12 @@ class AutoBackend:
         close = getattr(self.runner, "close", None)
         if close:
             close()
+
+
+def _load(backend, path, device, metadata, threads):
+    """``backend.load`` with the thread count, for backends (plugins too) whose ``load`` takes it."""
+    import inspect
+
+    if "threads" in inspect.signature(backend.load).parameters:
+        return backend.load(path, device, metadata, threads=threads)
+    return backend.load(path, device, metadata)

@@ -100,6 +100,11 @@ def _verbose_opt(f):
     return click.option("--verbose", "-v", is_flag=True, help="Debug logging and tracebacks on error.")(f)
 
 
+def _threads_opt(f):
+    return click.option("--threads", type=int, default=None, help="CPU threads for the runtime [$YOLO_EXPORT_THREADS, "
+                        "else the CPUs this process may use].")(f)
+
+
 def _json_opt(f):
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(f)
 
@@ -146,6 +151,7 @@ def main():
 @click.option("--output", "-o", help="Output file, or a folder to write into (default: beside the model).")
 @click.option("--force", is_flag=True, default=None, help="Replace an existing --output file that is not a model.")
 @click.option("--verify/--no-verify", default=None, help="Check parity against PyTorch after export (default on).")
+@_threads_opt
 @_json_opt
 @_verbose_opt
 def export_cmd(model, fmt, as_json, verbose, **opts):
@@ -189,9 +195,11 @@ def export_cmd(model, fmt, as_json, verbose, **opts):
 @click.option("--fast-preprocess", is_flag=True,
               help="Draft JPEG decode + one-pass resize: ~2x faster, a few /255 from the reference's pixels.")
 @_ray_opt
+@_threads_opt
 @_json_opt
 @_verbose_opt
-def predict_cmd(model, source, imgsz, batch, device, half, output, fast_preprocess, ray_address, as_json, verbose):
+def predict_cmd(model, source, imgsz, batch, device, half, output, fast_preprocess, ray_address, threads,
+                as_json, verbose):
     """Classify images with MODEL; the same Results for every format."""
     if output or ray_address:
         def to_file():
@@ -210,7 +218,7 @@ def predict_cmd(model, source, imgsz, batch, device, half, output, fast_preproce
     def go():
         from yolo_export import YOLO
 
-        y = YOLO(model, device=device)
+        y = YOLO(model, device=device, threads=threads)
         src = list(source) if len(source) > 1 else source[0]
         return y.predict(src, imgsz=imgsz, batch=batch, device=device, half=half, fast_preprocess=fast_preprocess)
 
@@ -225,7 +233,8 @@ def predict_cmd(model, source, imgsz, batch, device, half, output, fast_preproce
     if n:
         sp = {k: sum(r.speed[k] for r in results) / n for k in results[0].speed}
         click.echo(f"{n} image(s) in {time.perf_counter() - t0:.2f}s; per image: preprocess {sp['preprocess']:.2f} ms, "
-                   f"inference {sp['inference']:.2f} ms, postprocess {sp['postprocess']:.2f} ms", err=True)
+                   f"inference {sp['inference']:.2f} ms, postprocess {sp['postprocess']:.2f} ms; "
+                   f"{results[0].threads} runtime thread(s)", err=True)
 
 
 @main.command("info")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from yolo_export.cli import _json_opt, _verbose_opt, emit_json, run_command
+from yolo_export.cli import _json_opt, _threads_opt, _verbose_opt, emit_json, run_command
 
 
 @click.command("benchmark")
@@ -23,10 +23,11 @@ from yolo_export.cli import _json_opt, _verbose_opt, emit_json, run_command
                    "does not pass now.")
 @click.option("--project", default="runs/benchmark", show_default=True)
 @click.option("--name", help="Run name (default: model stem and time).")
+@_threads_opt
 @_json_opt
 @_verbose_opt
 def benchmark_cmd(model, data, imgsz, formats, precisions, device, batch, rounds, max_images, floor, baseline,
-                  project, name, as_json, verbose):
+                  project, name, threads, as_json, verbose):
     """Export MODEL to every format (x precision) and measure size, parity, accuracy and speed."""
     import json
     import sys
@@ -38,7 +39,7 @@ def benchmark_cmd(model, data, imgsz, formats, precisions, device, batch, rounds
                         formats=[f.strip() for f in formats.split(",")] if formats else None,
                         precisions=[p.strip() for p in precisions.split(",")] if precisions else None,
                         device=device, batch=batch, rounds=rounds, floor=floor, max_images=max_images,
-                        project=project, name=name, progress=not as_json)
+                        project=project, name=name, progress=not as_json, threads=threads)
         res["regressions"] = regressions(res, json.loads(open(baseline).read())) if baseline else []
         return res
 

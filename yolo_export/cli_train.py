@@ -9,7 +9,7 @@ import time
 import click
 from click.core import ParameterSource
 
-from yolo_export.cli import RAY_LOCAL, _json_opt, _ray_opt, _verbose_opt, emit_json, run_command
+from yolo_export.cli import RAY_LOCAL, _json_opt, _ray_opt, _threads_opt, _verbose_opt, emit_json, run_command
 
 # The README recipe: yolov8n-cls on the built-in digits at imgsz 32 (the digits augmentation preset applies).
 RECIPE = {"model": "yolov8n-cls.yaml", "data": "digits", "epochs": 20, "imgsz": 32, "batch": 64, "workers": 0,
@@ -31,7 +31,8 @@ def _fmt(v, spec=".4f"):
 @click.option("--epochs", type=int, help="Epochs [20].")
 @click.option("--imgsz", type=int, help="Square training size [the model's, 224 for a YAML].")
 @click.option("--batch", type=int, help="Total batch size, split across DDP processes [64].")
-@click.option("--workers", type=int, help="DataLoader worker processes per rank (0: load in the main process) [2].")
+@click.option("--workers", type=int, help="DataLoader worker processes per rank (0: load in the main process) "
+              "[0 below 4 CPUs, else a quarter of them, at most 8].")
 @click.option("--optimizer", help="auto, SGD, Adam or AdamW [auto: AdamW below 10k steps, else SGD].")
 @click.option("--lr0", type=float, help="Initial learning rate [0.001 Adam/AdamW, 0.01 SGD].")
 @click.option("--lrf", type=float, help="Final LR as a fraction of lr0 [0.01].")
@@ -56,7 +57,8 @@ def _fmt(v, spec=".4f"):
 @click.option("--hsv-v", "hsv_v", type=float, help="Brightness jitter [0.4 photos, 0.3 digits].")
 @click.option("--erasing", type=float, help="Random erasing probability [0.4 photos, 0 digits].")
 @click.option("--device", help="cpu, 0, cuda:0 (under torchrun each rank takes its LOCAL_RANK GPU).")
-@click.option("--threads", type=int, help="CPU threads per process [torch's default: one per core].")
+@click.option("--threads", type=int, help="CPU threads per process [$YOLO_EXPORT_THREADS, else the CPUs this "
+              "process may use, less the DataLoader workers].")
 @click.option("--project", help="Runs folder [runs/classify].")
 @click.option("--name", help="Run name [train; train2, ... when taken].")
 @click.option("--exist-ok", "exist_ok", is_flag=True, default=None, help="Reuse the run folder if it exists.")
@@ -111,10 +113,11 @@ def train_cmd(model, as_json, verbose, **opts):
 @click.option("--fast-preprocess", is_flag=True,
               help="Draft JPEG decode + one-pass resize: ~2x faster, a few /255 from the reference's pixels.")
 @_ray_opt
+@_threads_opt
 @_json_opt
 @_verbose_opt
-def val_cmd(model, data, split, batch, imgsz, device, workers, half, predictions, fast_preprocess, ray_address, as_json,
-            verbose):
+def val_cmd(model, data, split, batch, imgsz, device, workers, half, predictions, fast_preprocess, ray_address, threads,
+            as_json, verbose):
     """Top-1/top-5, per-class accuracy, confusion matrix and speed of MODEL on a dataset split."""
 
     def go():
@@ -127,9 +130,10 @@ def val_cmd(model, data, split, batch, imgsz, device, workers, half, predictions
                            address=None if ray_address == RAY_LOCAL else ray_address, device=device or "cpu",
                            progress=not as_json)
 
-        y = YOLO(model, device=device)
+        y = YOLO(model, device=device, threads=threads)
         return y.val(data=data, split=split, batch=batch, imgsz=imgsz, device=device, workers=workers, half=half,
-                     predictions=predictions, progress=not as_json, fast_preprocess=fast_preprocess)
+                     predictions=predictions, progress=not as_json, fast_preprocess=fast_preprocess,
+                     threads=threads)
 
     m = run_command(go, verbose, as_json)
     if as_json:
@@ -141,7 +145,7 @@ def val_cmd(model, data, split, batch, imgsz, device, workers, half, predictions
         click.echo(f"  {name:>12}: {_fmt(acc)}")
     sp = m["speed"]
     click.echo(f"speed per image: preprocess {sp['preprocess']:.2f} ms, inference {sp['inference']:.2f} ms, "
-               f"postprocess {sp['postprocess']:.2f} ms")
+               f"postprocess {sp['postprocess']:.2f} ms; {m.get('threads')} runtime thread(s)")
 
 
 # ----------------------------------------------------------------------------------------------- demo

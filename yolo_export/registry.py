@@ -23,9 +23,10 @@ import numpy as np
 from yolo_export.errors import ArgumentError, MissingDependency, NotAvailable, YoloExportError
 
 # Export arguments every format takes, and the full set the CLI knows (with their defaults).
-COMMON_ARGS = {"imgsz", "batch", "device", "verify", "output", "data", "fraction", "calib"}
+COMMON_ARGS = {"imgsz", "batch", "device", "verify", "output", "data", "fraction", "calib", "threads"}
 ARG_DEFAULTS: dict[str, Any] = {
     "imgsz": None, "batch": 1, "device": "cpu", "verify": True, "output": None, "data": None, "fraction": None,
+    "threads": None,
     "half": False, "int8": False, "dynamic": False, "simplify": True, "opset": None, "workspace": None,
     "keras": False, "optimize": False, "nms": False, "calib_images": 256, "calib": None,
 }
@@ -113,6 +114,7 @@ class Runner:
 
     fixed_batch: int | None = None
     device: str = "cpu"
+    threads: int | None = None   # the runtime's own thread count, as it reports it (None: not a CPU runtime)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
@@ -305,7 +307,8 @@ class Backend:
     def export(self, ctx: ExportContext) -> Path:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def load(self, path: Path, device: str, metadata: dict) -> Runner:  # pragma: no cover - interface
+    def load(self, path: Path, device: str, metadata: dict, threads: int | None = None) -> Runner:  # pragma: no cover
+        """``threads``: CPU threads for the runtime (already resolved by ``yolo_export.threads``)."""
         raise NotImplementedError
 
     def write_metadata(self, path: Path, meta: dict) -> None:

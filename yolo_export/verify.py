@@ -106,12 +106,12 @@ def verify_artefact(backend, path, source_model, args: dict, preprocess: dict | 
     with torch.no_grad():
         ref = source_model(torch.from_numpy(x).to(p.device, p.dtype)).float().cpu().numpy()
     t0 = time.perf_counter()
-    ab = AutoBackend(path, device=args.get("device") or "cpu", backend=backend)
+    ab = AutoBackend(path, device=args.get("device") or "cpu", backend=backend, threads=args.get("threads"))
     out = ab.run(x)
     res = compare(ref, out, tol)
     res.update({"precision": precision, "tolerance": tol, "min_agreement": min_agree,
                 "inputs": "data" if args.get("data") else "generated",
-                "time_s": round(time.perf_counter() - t0, 3)})
+                "time_s": round(time.perf_counter() - t0, 3), "threads": ab.threads})
     failed = []
     if tol is not None and res["max_abs_diff"] > tol:
         failed.append(f"max abs prob diff {res['max_abs_diff']:.3g} > {tol:g}")

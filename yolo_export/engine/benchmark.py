@@ -119,10 +119,9 @@ def topk(probs: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 def benchmark(model, data="digits", imgsz: int | None = None, formats=None, precisions=None, device: str = "cpu",
               batch: int = 32, rounds: int = 5, warmup: int = 2, floor: float | None = None, split: str = "val",
               max_images: int | None = 1000, project: str | Path = "runs/benchmark", name: str | None = None,
-              progress: bool = True, keep: bool = True) -> dict:
+              progress: bool = True, keep: bool = True, threads: int | None = None) -> dict:
     """Run the matrix. ``formats``/``precisions``: lists (None = every registered format / every precision
     each supports). Returns ``{"rows": [...], "machine": ..., "versions": ..., "files": {...}}``."""
-    import torch
     from tqdm import tqdm
 
     from yolo_export import YOLO, __version__
@@ -156,15 +155,17 @@ def benchmark(model, data="digits", imgsz: int | None = None, formats=None, prec
         for p in precs:
             plan.append((b, p))
 
-    threads = torch.get_num_threads()
-    ref_ab = AutoBackend(src.model, device=device)
+    from yolo_export.threads import resolve
+
+    threads = resolve(threads)
+    ref_ab = AutoBackend(src.model, device=device, threads=threads)
     ref_probs = run_batches(ref_ab, x, batch)
     r_top1, r_top5 = topk(ref_probs, y)
     r_ms, r_fps = time_runner(ref_ab, x, batch, rounds, warmup)
     rows = [{"format": "pytorch", "precision": "fp32", "status": "passed", "reason": "reference",
              "size_mb": round(file_size_mb(base_pt), 3), "export_s": 0.0, "top1": r_top1, "top5": r_top5,
              "ms_per_img": r_ms, "fps": r_fps, "max_abs_diff": 0.0, "top1_agreement": 1.0, "n_images": len(x),
-             "threads": threads, "batch": batch}]
+             "threads": ref_ab.threads, "batch": batch}]
     bar = tqdm(plan, desc="benchmark", disable=not progress, dynamic_ncols=True)
     for b, prec in bar:
         bar.set_postfix_str(f"{b.name} {prec}")
@@ -193,7 +194,7 @@ def _row(src, b, prec, x, y, ref_probs, imgsz, data, device, batch, rounds, warm
     if not ok:
         row.update(status="not_available", reason=why)
         return row
-    kw = {"imgsz": imgsz, "verify": False, "device": device}
+    kw = {"imgsz": imgsz, "verify": False, "device": device, "threads": threads}
     if prec == "fp16":
         kw["half"] = True
     elif prec == "int8":
@@ -221,7 +222,8 @@ def _row(src, b, prec, x, y, ref_probs, imgsz, data, device, batch, rounds, warm
         row.update(status="exported_only", reason=rwhy)
         return row
     try:
-        ab = AutoBackend(path, device=device)
+        ab = AutoBackend(path, device=device, threads=threads)
+        row["threads"] = ab.threads    # what the runtime itself reports
         probs = run_batches(ab, x, batch)
         row["ms_per_img"], row["fps"] = time_runner(ab, x, batch, rounds, warmup)
         close = getattr(ab, "close", None)

@@ -51,6 +51,10 @@ def export(source, format: str = "onnx", **kwargs) -> ExportResult:
                             f"{source.format} artefact already")
     calib = check_calibration(args)
     device = select_device(args.get("device"))
+    if device.type == "cpu":
+        from yolo_export.threads import apply_torch, resolve
+
+        apply_torch(resolve(args.get("threads") or getattr(source, "threads", None)))
     imgsz = int(args.get("imgsz") or source.imgsz)
     base = _output_base(source, args)
     out = plan_output(backend, args.get("output"), registry.default_output(backend, base, args, source.imgsz),

@@ -15,7 +15,8 @@ class YOLO:
     """
 
     def __init__(self, model: str | Path = "yolov8n-cls.yaml", scale: str | None = None, nc: int | None = None,
-                 names=None, task: str = "classify", device: str | None = None, verbose: bool = False):
+                 names=None, task: str = "classify", device: str | None = None, verbose: bool = False,
+                 threads: int | None = None):
         if task not in (None, "classify"):
             raise YoloExportError(f"task '{task}' is not supported (this tool handles classification models)")
         self.model = None           # torch module when the source is .yaml / .pt
@@ -24,6 +25,7 @@ class YOLO:
         self.model_name: str | None = None
         self.format = "pytorch"
         self.device = device or "cpu"
+        self.threads = threads      # None: YOLO_EXPORT_THREADS, else the CPUs this process has (yolo_export.threads)
         self._backend = None
         self._backend_key = None
         self.metrics = None
@@ -98,25 +100,27 @@ class YOLO:
             self._metadata = self._artefact_backend.read_metadata(self._backend_path) or {}
         return self._metadata
 
-    def backend(self, device: str | None = None, half: bool = False):
+    def backend(self, device: str | None = None, half: bool = False, threads: int | None = None):
         from yolo_export.autobackend import AutoBackend
 
         device = device or self.device
-        key = (device, half)
+        threads = threads or self.threads
+        key = (device, half, threads)
         if self._backend is None or self._backend_key != key:
             if self.model is not None:
-                self._backend = AutoBackend(self.model, device=device, half=half)
+                self._backend = AutoBackend(self.model, device=device, half=half, threads=threads)
             else:
-                self._backend = AutoBackend(self._backend_path, device=device)
+                self._backend = AutoBackend(self._backend_path, device=device, threads=threads)
             self._backend_key = key
         return self._backend
 
     # ------------------------------------------------------------------------------ predict
     def predict(self, source, imgsz: int | None = None, batch: int = 1, device: str | None = None,
-                stream: bool = False, half: bool = False, verbose: bool = False, fast_preprocess: bool = False):
+                stream: bool = False, half: bool = False, verbose: bool = False, fast_preprocess: bool = False,
+                threads: int | None = None):
         from yolo_export.engine.predictor import stream_predict
 
-        gen = stream_predict(self.backend(device, half), source, imgsz=imgsz, batch=batch, verbose=verbose,
+        gen = stream_predict(self.backend(device, half, threads), source, imgsz=imgsz, batch=batch, verbose=verbose,
                              fast_preprocess=fast_preprocess)
         return gen if stream else list(gen)
 

@@ -34,12 +34,13 @@ def stream_predict(backend, source, imgsz: int | None = None, batch: int = 1, ve
     """Results for every image of ``source``, in order. ``workers`` threads decode and preprocess ahead of the
     runtime (default: one per core, at most 4; 0 = none). ``fast_preprocess``: the faster approximation (each
     Results says which preprocessing ran)."""
-    import os
 
     pp = resolve_preprocess(backend, imgsz, fast_preprocess)
     mode = "fast" if pp.get("fast") else "exact"
     if workers is None:
-        workers = min(4, os.cpu_count() or 1)
+        from yolo_export.threads import available_cpus
+
+        workers = min(4, available_cpus())
     batch = max(1, int(batch or 1))
     pending: list = []
 
@@ -57,6 +58,7 @@ def stream_predict(backend, source, imgsz: int | None = None, batch: int = 1, ve
             r = Results(p, backend.names, path=path, orig_shape=shape)
             r.preprocess = mode
             r.speed = {"preprocess": pre_ms, "inference": infer, "postprocess": (time.perf_counter() - t3) * 1e3}
+            r.threads = backend.threads
             if verbose:
                 LOGGER.info(f"{path}: {r.verbose()}")
             out.append(r)

@@ -44,6 +44,7 @@ class Results:
         self.orig_shape = orig_shape
         self.speed = speed or {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
         self.preprocess = "exact"  # or "fast": the opted-in approximation (yolo_export.data.transforms)
+        self.threads: int | None = None     # the runtime's thread count when these timings were taken
 
     def __len__(self):
         return 1
@@ -55,7 +56,8 @@ class Results:
     def to_dict(self) -> dict:
         return {"path": self.path, "top1": self.probs.top1, "name": self.names.get(self.probs.top1),
                 "confidence": round(self.probs.top1conf, 5), "top5": self.summary(),
-                "speed": {k: round(v, 3) for k, v in self.speed.items()}, "preprocess": self.preprocess}
+                "speed": {k: round(v, 3) for k, v in self.speed.items()}, "preprocess": self.preprocess,
+                "threads": self.threads}
 
     def tojson(self) -> str:
         return json.dumps(self.to_dict())

@@ -25,7 +25,7 @@ from yolo_export.errors import ArgumentError, CheckpointError, Interrupted, Yolo
 from yolo_export.utils import LOGGER, clean_stale
 
 DEFAULTS = {
-    "data": None, "epochs": 20, "imgsz": None, "batch": 64, "workers": 2, "optimizer": "auto", "lr0": None,
+    "data": None, "epochs": 20, "imgsz": None, "batch": 64, "workers": None, "optimizer": "auto", "lr0": None,
     "lrf": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "warmup_epochs": 1.0, "scheduler": "cosine",
     "label_smoothing": 0.1, "ema": True, "ema_decay": 0.9999, "ema_tau": 2000, "amp": True, "clip_grad": 10.0,
     "patience": 50, "seed": 0, "deterministic": False, "device": None, "project": "runs/classify", "name": "train",
@@ -328,8 +328,16 @@ class Trainer:
             self.device = torch.device(f"cuda:{self.ddp.local_rank}")
             torch.cuda.set_device(self.device)
         self.ddp.init(self.device)
-        if a["threads"] and self.device.type == "cpu":
-            torch.set_num_threads(int(a["threads"]))
+        if self.device.type == "cpu":
+            from yolo_export.threads import train_split
+
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", self.ddp.world))
+            self.threads, a["workers"] = train_split(a["threads"], a["workers"], local)
+        else:
+            from yolo_export.threads import apply_torch, loader_workers, resolve
+
+            self.threads = apply_torch(resolve(a["threads"]))
+            a["workers"] = loader_workers(a["workers"], 1)
         seed = int(a["seed"])
         random.seed(seed + self.ddp.rank)
         np.random.seed(seed + self.ddp.rank)
@@ -742,7 +750,7 @@ class Trainer:
             "world_size": self.ddp.world, "images_per_s": round(self.images_seen * self.ddp.world /
                                                                 max(self.step_time, 1e-9), 1),
             "data_wait_share": round(self.data_wait / max(self.step_time, 1e-9), 3),
-            "speed": final.get("speed"),
+            "speed": final.get("speed"), "threads": self.threads, "workers": int(a["workers"]),
         }
         if main and a["plots"]:
             from yolo_export.engine.plots import plot_confusion_matrix, plot_results

@@ -140,9 +140,11 @@ class Validator:
     def __init__(self, yolo, data=None, split: str = "val", batch: int = 32, imgsz: int | None = None,
                  device: str | None = None, workers: int = 0, half: bool = False, plots: bool = False,
                  save_dir=None, progress: bool = True, predictions: bool = False, fraction: float | None = None,
-                 verbose: bool | None = None, fast_preprocess: bool = False):
+                 verbose: bool | None = None, fast_preprocess: bool = False,
+                 threads: int | None = None):
         self.yolo = yolo
         self.fast_preprocess = bool(fast_preprocess)
+        self.threads = threads
         self.data = data
         self.split = split
         self.batch = int(batch or 32)
@@ -170,7 +172,7 @@ class Validator:
 
         data = self.data or self._default_data()
         root = resolve_dataset(data)
-        backend = self.yolo.backend(self.device, self.half)
+        backend = self.yolo.backend(self.device, self.half, self.threads)
         pp = resolve_preprocess(backend, self.imgsz, self.fast_preprocess)
         ds = ClassificationDataset(root, self.split, transform=EvalTransform(pp), fraction=self.fraction)
         mapping = match_classes(backend.names, ds.names)
@@ -193,7 +195,7 @@ class Validator:
                                f"(see the warnings above)")
         m.update(format=backend.format, model=str(self.yolo.ckpt_path or self.yolo.model_name), data=str(data),
                  split=self.split, imgsz=int(pp["crop"]), preprocess="fast" if pp.get("fast") else "exact",
-                 time_s=round(time.perf_counter() - t0, 3))
+                 time_s=round(time.perf_counter() - t0, 3), threads=backend.threads)
         if self.predictions:
             order = sorted(counts["preds"])
             m["files"] = [ds.samples[i][0] for i, _ in order]
