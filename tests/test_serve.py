@@ -139,7 +139,7 @@ def _bomb_png() -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.new("L", (6000, 6000)).save(buf, "PNG")  # 36 Mpx in ~40 kB
+    Image.new("L", (8000, 6000)).save(buf, "PNG")  # 48 Mpx (over the default limit) in ~50 kB
     return buf.getvalue()
 
 

@@ -46,7 +46,7 @@ class ServeConfig:
     max_upload_mb: float = 20.0
     max_images: int = 16
     max_pixels: int = 40_000_000
-    prep_workers: int = 2
+    prep_workers: int | None = None  # decode/preprocess threads; default: predict's (one per core, at most 4)
     extra: dict = field(default_factory=dict)
 
     def to_env(self) -> str:
@@ -347,7 +347,8 @@ def build_app(cfg: ServeConfig, load_async: bool = True):
     from starlette.exceptions import HTTPException
 
     svc, metrics = ModelService(cfg), Metrics()
-    prep_pool = ThreadPoolExecutor(max(1, cfg.prep_workers), thread_name_prefix="yexport-prep")
+    prep_pool = ThreadPoolExecutor(max(1, cfg.prep_workers or min(4, os.cpu_count() or 1)),
+                                   thread_name_prefix="yexport-prep")
     batcher = Batcher(svc.run, cfg.max_batch, cfg.batch_wait_ms, on_batch=metrics.batch.observe)
 
     @asynccontextmanager
