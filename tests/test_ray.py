@@ -199,7 +199,7 @@ def test_serve_on_ray_two_replicas_same_api(onnx_model, tmp_path):
         bad = httpx.post(url + "/predict", content=b"not an image", timeout=30)
         assert bad.status_code == 415 and bad.json()["type"] == "unsupported_media_type"
         p.send_signal(signal.SIGTERM)
-        assert p.wait(90) == 0
+        assert p.wait(90) == 0, p.communicate()[1][-3000:]
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None,
 class PredictActor:
     """Loads the artefact once; ``__call__`` classifies a batch of paths with ``stream_predict``."""
 
-    def __init__(self, model: str, imgsz: int | None = None, device: str = "cpu", threads: int | None = None):
+    def __init__(self, model: str, imgsz: int | None = None, device: str = "cpu", threads: int | None = None,
+                 fast_preprocess: bool = False):
         if threads:
             import torch
 
@@ -63,20 +65,19 @@ class PredictActor:
         from yolo_export import YOLO
 
         self.backend = YOLO(model, device=device).backend(device)
-        self.imgsz = imgsz
+        self.kw = {"imgsz": imgsz, "workers": 0, "fast_preprocess": fast_preprocess}
 
     def __call__(self, batch: dict) -> dict:
         from yolo_export.engine.predictor import stream_predict
 
         paths = [str(p) for p in batch["path"]]
         try:
-            rows = [_row(r) for r in stream_predict(self.backend, paths, imgsz=self.imgsz, batch=len(paths),
-                                                    workers=0)]
+            rows = [_row(r) for r in stream_predict(self.backend, paths, batch=len(paths), **self.kw)]
         except ImageError:  # one bad file: classify the rest one by one, the bad one gets an error row
             rows = []
             for p in paths:
                 try:
-                    rows.append(_row(next(iter(stream_predict(self.backend, [p], imgsz=self.imgsz, workers=0)))))
+                    rows.append(_row(next(iter(stream_predict(self.backend, [p], **self.kw)))))
                 except ImageError as e:
                     rows.append({"path": p, "top1": None, "name": None, "confidence": None, "top5": [],
                                  "error": str(e)})
@@ -231,7 +232,7 @@ class ResultsWriter:
 
 def ray_predict(model, source, output, address: str | None = None, imgsz: int | None = None, batch: int = 16,
                 device: str = "cpu", threads: int | None = 1, actors: int | None = None, num_cpus: int | None = None,
-                progress: bool = True) -> dict:
+                fast_preprocess: bool = False, progress: bool = True) -> dict:
     """Classify every image of ``source`` on Ray actors; rows in input order in ``output``. Returns a summary."""
     import time
 
@@ -244,7 +245,8 @@ def ray_predict(model, source, output, address: str | None = None, imgsz: int | 
     try:
         if todo:
             ray = init_ray(address, num_cpus)
-            ctor = {"model": _abs(model), "imgsz": imgsz, "device": device, "threads": threads}
+            ctor = {"model": _abs(model), "imgsz": imgsz, "device": device, "threads": threads,
+                    "fast_preprocess": fast_preprocess}
             with tqdm(total=len(paths), initial=writer.done, desc="predict (ray)", disable=not progress,
                       mininterval=0.5, dynamic_ncols=True) as bar:
                 for out in map_in_order(ray, todo, PredictActor, ctor, batch, actors):
@@ -330,7 +332,8 @@ class ServeReplica:
 
 def serve_on_ray(cfg, address: str | None, host: str, port: int, replicas: int) -> None:
     """The same FastAPI app as ``yexport serve``, as ``replicas`` Ray Serve replicas behind Ray's HTTP proxy;
-    blocks until SIGINT/SIGTERM, then shuts the application down."""
+    blocks until SIGINT/SIGTERM, then shuts the application and Ray down and exits the process (the body of
+    ``yexport serve --ray``)."""
     import signal
     import threading
 
@@ -355,16 +358,22 @@ def serve_on_ray(cfg, address: str | None, host: str, port: int, replicas: int) 
     finally:
         serve.shutdown()
         ray.shutdown()
+    # Ray's C++ core can abort (SIGABRT) while the interpreter tears down after ray.shutdown(); the shutdown is
+    # done and nothing is left to write, so leave now with the clean status.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def predict_to_file(model, source, output, ray: bool = False, address: str | None = None, imgsz: int | None = None,
-                    batch: int = 1, device: str | None = None, progress: bool = True) -> dict:
+                    batch: int = 1, device: str | None = None, fast_preprocess: bool = False,
+                    progress: bool = True) -> dict:
     """``yexport predict --output FILE [--ray [ADDRESS]]``: rows in input order; a rerun skips what is written."""
     if not output:
         raise ArgumentError("--ray writes its results to a file: add --output results.jsonl (or .parquet)")
     if ray:
         return ray_predict(model, source, output, address=address, imgsz=imgsz, batch=max(int(batch or 1), 16),
-                           device=device or "cpu", progress=progress)
+                           device=device or "cpu", fast_preprocess=fast_preprocess, progress=progress)
     import time
 
     from yolo_export import YOLO
@@ -376,8 +385,10 @@ def predict_to_file(model, source, output, ray: bool = False, address: str | Non
     complete = False
     try:
         if todo:
-            for i, r in enumerate(YOLO(model, device=device).predict(todo, imgsz=imgsz, batch=batch, device=device,
-                                                                     stream=True), start=writer.done):
+            y = YOLO(model, device=device)
+            results = y.predict(todo, imgsz=imgsz, batch=batch, device=device, stream=True,
+                                fast_preprocess=fast_preprocess)
+            for i, r in enumerate(results, start=writer.done):
                 writer.write({"index": i, **_row(r)})
         complete = len(writer.rows) == len(paths)
     finally:

@@ -46,6 +46,7 @@ class ServeConfig:
     max_upload_mb: float = 20.0
     max_images: int = 16
     max_pixels: int = 40_000_000
+    fast_preprocess: bool = False
     prep_workers: int | None = None  # decode/preprocess threads; default: predict's (one per core, at most 4)
     extra: dict = field(default_factory=dict)
 
@@ -95,7 +96,7 @@ class ModelService:
             from yolo_export.engine.predictor import resolve_preprocess
 
             self.backend = YOLO(self.cfg.model, device=self.cfg.device).backend(self.cfg.device)
-            self.pp = resolve_preprocess(self.backend, None)
+            self.pp = resolve_preprocess(self.backend, None, self.cfg.fast_preprocess)
             self.backend.run(np.zeros((1, 3, self.pp["crop"], self.pp["crop"]), np.float32))  # warm up
         except Exception as e:  # noqa: BLE001 - reported by /ready and /predict, one line
             self.error = str(e).splitlines()[0] if str(e) else type(e).__name__
