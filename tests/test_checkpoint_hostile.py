@@ -362,3 +362,37 @@ def test_rss_figures_are_reported(hostile, capsys):
         for k, v in hostile["results"].items():
             print(f"{k}: rc {v['rc']}: {v['stderr'].strip()[:150]}")
     assert max(rows.values()) < 1024
+
+
+def test_damaged_checkpoints_fail_with_our_error_only(tmp_path):
+    """Truncations and byte flips of a real checkpoint (ours and a reference-format one): every outcome is either a
+    loaded checkpoint or one CheckpointError/YoloExportError line, never another exception."""
+    import random
+
+    from yolo_export.errors import YoloExportError
+    from yolo_export.nn.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
+
+    m = _tiny_model()
+    ours, ref = tmp_path / "ours.pt", tmp_path / "ref.pt"
+    save_checkpoint(ours, m)
+    make_ultralytics_checkpoint(ref, m, imgsz=32)
+    rng = random.Random(0)
+    outcomes = collections.Counter()
+    for src in (ours, ref):
+        good = src.read_bytes()
+        for i in range(25):
+            b = bytearray(good)
+            if i % 3 == 0:
+                b = b[: rng.randrange(len(b))]
+            else:
+                for _ in range(rng.randint(1, 8)):
+                    b[rng.randrange(len(b))] = rng.randrange(256)
+            p = tmp_path / f"bad{i}.pt"
+            p.write_bytes(bytes(b))
+            try:
+                build_from_checkpoint(load_checkpoint(p))
+                outcomes["loaded"] += 1
+            except YoloExportError as e:
+                assert "\n" not in str(e)
+                outcomes["refused"] += 1
+    assert outcomes["refused"] > 20, outcomes

@@ -72,7 +72,10 @@ class ClassificationModel(nn.Module):
         check_arch(self.yaml, ch)
         if dropout:
             attrs["dropout"] = float(dropout)
-        self.model, self.save = parse_model(self.yaml, ch)
+        try:
+            self.model, self.save = parse_model(self.yaml, ch)
+        except (TypeError, ValueError, IndexError, KeyError, RuntimeError) as e:
+            raise YoloExportError(f"model YAML cannot be built: {str(e).strip().splitlines()[0][:200]}") from None
         self.set_attrs(**attrs)
         self.stride = torch.tensor([1.0])
         self.names = normalise_names(names, self.yaml["nc"])

@@ -186,30 +186,36 @@ class _Storages:
 
 def read_torch_zip(path: str | Path, unpickler_cls: type[pickle.Unpickler]):
     """Unpickle a checked torch zip archive with ``unpickler_cls`` (its ``find_class`` is the allow-list)."""
-    import io
-
     path = Path(path)
     zf, prefix = open_archive(path)
     with zf:
-        order = prefix + "byteorder"
-        if order in zf.namelist() and zf.read(order).strip() not in (b"little", b""):
-            raise CheckpointError(f"{path}: a big-endian checkpoint is not supported")
-        limit = zf.getinfo(prefix + "data.pkl").file_size
-        with zf.open(prefix + "data.pkl") as f:
-            data = f.read(limit + 1)
-        up = unpickler_cls(io.BytesIO(data))
-        up.persistent_load = _Storages(path, zf, prefix)
         try:
-            return up.load()
+            return _unpickle(path, zf, prefix, unpickler_cls)
         except CheckpointError:
             raise
         except RecursionError:
             raise CheckpointError(f"{path}: data.pkl nests too deeply") from None
         except MemoryError:
             raise CheckpointError(f"{path}: data.pkl needs more memory than allowed") from None
-        except Exception as e:  # noqa: BLE001 - a corrupt pickle raises anything; one line says so
+        except Exception as e:  # noqa: BLE001 - a corrupt archive or pickle raises anything; one line says so
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise CheckpointError(f"cannot read checkpoint {path}: {msg}") from None
+
+
+def _unpickle(path: Path, zf: zipfile.ZipFile, prefix: str, unpickler_cls):
+    import io
+
+    order = prefix + "byteorder"
+    if order in zf.namelist():
+        with zf.open(order) as f:
+            if f.read(16).strip() not in (b"little", b""):
+                raise CheckpointError(f"{path}: a big-endian checkpoint is not supported")
+    limit = zf.getinfo(prefix + "data.pkl").file_size
+    with zf.open(prefix + "data.pkl") as f:
+        data = f.read(limit + 1)
+    up = unpickler_cls(io.BytesIO(data))
+    up.persistent_load = _Storages(path, zf, prefix)
+    return up.load()
 
 
 class Budget:
