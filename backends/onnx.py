@@ -128,7 +128,11 @@ class OnnxBackend(Backend):
 
         from yolo_export.metadata import decode
 
-        model = onnx.load(str(path), load_external_data=False)
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends: a corrupt or truncated file
+            raise YoloExportError(f"{path} is not a readable ONNX model (truncated or corrupt: {str(e)[:80]})") \
+                from None
         check_external_data(model, path)
         return decode({p.key: p.value for p in model.metadata_props}, path)
 

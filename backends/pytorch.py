@@ -65,14 +65,16 @@ class PyTorchBackend(Backend):
 
     def read_metadata(self, path):
         from yolo_export.data.transforms import default_preprocess
+        from yolo_export.metadata import check
         from yolo_export.nn.checkpoint import load_checkpoint
 
         ck = load_checkpoint(path)
         imgsz = int(ck.get("imgsz") or 224)
-        return {"names": ck.get("names") or {}, "imgsz": [imgsz, imgsz], "batch": 1,
+        meta = {"names": ck.get("names") or {}, "imgsz": [imgsz, imgsz], "batch": 1,
                 "preprocess": ck.get("preprocess") or default_preprocess(imgsz), "args": {"dynamic": True},
                 "version": ck.get("version"), "date": ck.get("date"), "task": "classify",
                 "verification": ck.get("verification")}
+        return check(meta, path)            # the same budgets as every artefact's metadata
 
     def write_metadata(self, path, meta):
         import torch
