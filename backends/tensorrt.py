@@ -3,22 +3,32 @@
 The ONNX it builds on comes from the ONNX backend through the registry (``ctx.build("onnx", ...)``). Builds take
 fp32, fp16 (``--half``), INT8 (``--int8``, entropy calibration on ``--data`` with a calibration cache), a dynamic
 batch (one optimisation profile: min 1, opt ``max(1, batch // 2)``, max ``batch``), ``--workspace`` in GiB and a
-timing cache kept in the user cache dir.
+timing cache kept in the user cache dir. fp32 engines are built with TF32 off (TensorRT turns it on by default), so
+that they hold the fp32 tolerance on Ampere and later GPUs; the header records the TF32 setting of every build.
 
 File layout (the common convention for YOLO engines): a 4-byte little-endian length, that many bytes of UTF-8 JSON
-metadata, then the serialized engine. The header records the TensorRT version and the GPU that built the engine;
-the runner refuses, in one line, an engine that this TensorRT or this GPU cannot run.
+metadata, then the serialized engine. The header records the full TensorRT version (with the build number) and the
+GPU that built the engine; the runner refuses, in one line, an engine that this TensorRT or this GPU cannot run.
 
-Written to the TensorRT 10 API; on TensorRT 11 and later (which removed the fp16/INT8 builder flags and the
-calibrators) ``--half`` builds a strongly typed network from an fp16 ONNX, and ``--int8`` is refused.
+Versions: the ``tensorrt`` extra pins TensorRT 10 (``>=10,<11``). TensorRT 11 removed the implicit-precision API
+(``BuilderFlag.FP16/INT8``, the calibrators, ``int8_calibrator``, ``set_calibration_profile``); with a TensorRT 11
+installed some other way, ``--half`` builds a strongly typed network from the fp16 ONNX and ``--int8`` is refused
+in one line before any work (11 takes only explicitly quantised Q/DQ graphs with symmetric int8 activations, which
+the ONNX INT8 path does not produce: it quantises activations asymmetrically to uint8 for ONNX Runtime).
+
+TensorRT's messages go through one shared logger per process into the project's logging (stderr), never to stdout.
+Availability: no NVIDIA GPU is :class:`NotAvailable`; a GPU without a working ``tensorrt`` >= 10 is
+:class:`MissingDependency` (the NotAvailable that ``pip install`` fixes); both carry ``is_available()``'s reason.
 Nothing here imports ``tensorrt`` (or asks CUDA anything) at module import time.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -36,6 +46,7 @@ HEADER_LEN = struct.Struct("<I")          # 4-byte little-endian length of the J
 MAX_HEADER = 16 << 20                     # a header larger than this is not ours
 TRT_KEY = "tensorrt"                      # header key with the build's TensorRT version and GPU
 INSTALL_HINT = 'pip install "yolo-export[tensorrt]"'
+MIN_MAJOR = 10                            # the API this module is written to
 
 
 # ----------------------------------------------------------------------------------------- header (no TensorRT)
@@ -111,23 +122,22 @@ def rewrite_header(path: str | Path, meta: dict) -> Path:
     return path
 
 
-def _version_tuple(v: str | None, n: int = 3) -> tuple:
-    parts = re.findall(r"\d+", str(v or ""))
-    return tuple(int(p) for p in parts[:n])
+def _version_tuple(v: str | None) -> tuple:
+    return tuple(int(p) for p in re.findall(r"\d+", str(v or "")))
 
 
 def compat_problem(built: dict | None, installed_version: str, gpu_name: str | None = None,
                    capability: str | None = None) -> str | None:
     """One line saying why this TensorRT / GPU cannot run an engine built as ``built``; None when it can.
 
-    Engines are tied to the TensorRT release (major.minor.patch) and to the GPU architecture that built them.
-    """
+    An engine runs only with the TensorRT release that built it, to the build number (``10.13.0.35``), and on the
+    GPU architecture that built it."""
     built = built or {}
     bv = built.get("version")
     if bv and _version_tuple(bv) != _version_tuple(installed_version):
         return (f"this engine was built with TensorRT {bv} but TensorRT {installed_version} is installed; an engine "
-                f"runs only with the TensorRT release that built it: export it again on this machine, or install "
-                f"tensorrt=={bv}")
+                f"runs only with the TensorRT release (to the build number) that built it: export it again on this "
+                f"machine, or install tensorrt=={bv}")
     bc = built.get("compute_capability")
     if bc and capability and str(bc) != str(capability):
         return (f"this engine was built for a GPU of compute capability {bc} ({built.get('gpu') or 'unknown GPU'}) "
@@ -149,6 +159,7 @@ class BuildPlan:
     precision: str                                     # fp32 | fp16 | int8
     workspace_bytes: int | None = None
     profile: dict = field(default_factory=dict)        # {"min": shape, "opt": shape, "max": shape}
+    trt_profile: object = None                         # TensorRT's optimisation profile, once configured
 
     @property
     def calib_batch(self) -> int:
@@ -241,14 +252,95 @@ def _gpu_state() -> tuple[bool, str]:
     return True, ""
 
 
-def _import_trt():
+@functools.lru_cache(maxsize=1)
+def _trt_or_problem():
+    """(the tensorrt module, None) or (None, one line saying why it is not usable). Imported once per process."""
     try:
         import tensorrt as trt
     except ImportError as e:
-        raise MissingDependency("TensorRT", "tensorrt", f"import tensorrt failed: {e}") from None
+        return None, f"tensorrt is not installed ({e})"
     except OSError as e:  # the front package installed without its libraries
-        raise MissingDependency("TensorRT", "tensorrt", f"tensorrt's libraries did not load: {e}") from None
+        return None, f"tensorrt is installed but its libraries did not load ({e})"
+    v = getattr(trt, "__version__", "")
+    if not _version_tuple(v) or _version_tuple(v)[0] < MIN_MAJOR:
+        return None, f"tensorrt {v or '(unknown version)'} is installed; this needs TensorRT {MIN_MAJOR} or later"
+    return trt, None
+
+
+def _import_trt():
+    trt, problem = _trt_or_problem()
+    if problem:
+        raise MissingDependency("TensorRT", "tensorrt", problem)
     return trt
+
+
+def implicit_precision(trt) -> bool:
+    """TensorRT 10 takes the FP16/INT8 builder flags and the calibrators; 11 removed them (strong typing only)."""
+    return hasattr(trt.BuilderFlag, "FP16") and hasattr(trt, "IInt8EntropyCalibrator2")
+
+
+def fp16_from_onnx() -> bool:
+    """Whether ``--half`` builds on an fp16 ONNX (TensorRT 11+, strongly typed) rather than on the fp32 ONNX with the
+    FP16 builder flag (TensorRT 10, the pinned major; also what is planned where no TensorRT imports)."""
+    trt, _ = _trt_or_problem()
+    return trt is not None and not implicit_precision(trt)
+
+
+def int8_problem(trt) -> str | None:
+    """Why ``--int8`` cannot be built with this TensorRT (None when it can)."""
+    if implicit_precision(trt) and hasattr(trt.BuilderFlag, "INT8"):
+        return None
+    return (f"TensorRT {trt.__version__} removed implicit INT8 calibration (the calibrators and BuilderFlag.INT8); "
+            f"--int8 engines need TensorRT 10: pip install \"tensorrt>=10,<11\" (or use --half)")
+
+
+# ----------------------------------------------------------------------------------------- logging
+_LOGGER = None
+_LEVELS = {"INTERNAL_ERROR": logging.ERROR, "ERROR": logging.ERROR, "WARNING": logging.WARNING,
+           "INFO": logging.DEBUG, "VERBOSE": logging.DEBUG}
+
+
+def trt_logger(trt):
+    """The one TensorRT logger of this process, given to every Builder, Runtime and OnnxParser.
+
+    TensorRT's default ``trt.Logger`` prints to stdout (which breaks ``--json``), and a second logger while a builder
+    or runtime lives makes TensorRT warn that it differs. This one routes TensorRT's messages into the project's
+    logging on stderr: warnings as warnings, info and verbose as debug (``--verbose`` shows them). Errors are kept
+    (``last_error``) for the one-line message of the failure they cause, and shown with ``--verbose``."""
+    global _LOGGER
+    if _LOGGER is None or _LOGGER.trt is not trt:
+        _LOGGER = _make_logger(trt)
+    return _LOGGER
+
+
+def _make_logger(trt):
+    from yolo_export.utils import LOGGER
+
+    class _RoutedLogger(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.trt = trt
+            self.last_error: str | None = None
+
+        def log(self, severity, msg):
+            try:  # an exception must never travel back into TensorRT's C++ caller
+                name = getattr(severity, "name", str(severity)).rsplit(".", 1)[-1]
+                level = _LEVELS.get(name, logging.WARNING)
+                text = " ".join(str(msg).split())
+                if level >= logging.ERROR:
+                    self.last_error = text
+                    level = logging.DEBUG        # the failure it causes carries it, in one line
+                    text = f"error: {text}"
+                if LOGGER.isEnabledFor(level):
+                    LOGGER.log(level, f"warning: TensorRT: {text}" if level == logging.WARNING else f"TensorRT: {text}")
+            except Exception:  # noqa: BLE001
+                pass
+
+        def take_error(self) -> str:
+            err, self.last_error = self.last_error, None
+            return f": {err}" if err else " (run with --verbose for TensorRT's log)"
+
+    return _RoutedLogger()
 
 
 def _gpu_facts(device) -> tuple[str, str]:
@@ -287,13 +379,13 @@ class TensorRTRunner(Runner):
             f.seek(offset)
             blob = f.read()
         torch.cuda.set_device(self.dev)
-        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.logger = trt_logger(trt)
         self.runtime = trt.Runtime(self.logger)
         self.engine = self.runtime.deserialize_cuda_engine(blob)
         if self.engine is None:
             built = (header.get(TRT_KEY) or {}).get("version", "an unknown version")
             raise NotAvailable(f"TensorRT {trt.__version__} could not deserialize {path} (built with TensorRT "
-                               f"{built}); export it again on this machine")
+                               f"{built}); export it again on this machine{self.logger.take_error()}")
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         ins = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -319,12 +411,13 @@ class TensorRTRunner(Runner):
         with torch.cuda.stream(self.stream):
             inp = torch.from_numpy(np.ascontiguousarray(x)).to(self.dev, self.in_dtype, non_blocking=True)
             if not ctx.set_input_shape(self.input_name, tuple(inp.shape)):
-                raise YoloExportError(f"this engine does not take a batch of shape {tuple(inp.shape)}")
+                raise YoloExportError(f"this engine does not take a batch of shape {tuple(inp.shape)}"
+                                      f"{self.logger.take_error()}")
             out = torch.empty(tuple(ctx.get_tensor_shape(self.output_name)), dtype=self.out_dtype, device=self.dev)
             ctx.set_tensor_address(self.input_name, int(inp.data_ptr()))
             ctx.set_tensor_address(self.output_name, int(out.data_ptr()))
             if not ctx.execute_async_v3(self.stream.cuda_stream):
-                raise YoloExportError("TensorRT execution failed (see the TensorRT log above)")
+                raise YoloExportError(f"TensorRT execution failed{self.logger.take_error()}")
             result = out.float().cpu()      # D2H on this stream; .cpu() waits for it
         self.stream.synchronize()
         return result.numpy()
@@ -390,22 +483,24 @@ class TensorRTBackend(Backend):
     calibrator = "entropy2"
 
     # -- availability: no GPU is the more fundamental problem, so it leads; both are named when both are missing
-    def _problem(self) -> tuple[str | None, bool]:
-        """(one-line reason or None, whether only the pip extra is missing)."""
+    def _problem(self) -> NotAvailable | None:
+        """Why this machine cannot build or run engines, as the error to raise; None when it can.
+
+        No usable NVIDIA GPU: NotAvailable. A GPU but no working TensorRT >= 10 (not installed, libraries missing,
+        too old): MissingDependency, the NotAvailable that ``pip install`` fixes. ``tensorrt`` is imported only
+        where there is a GPU (it is what tells a broken install from a working one)."""
         gpu_ok, gpu_why = _gpu_state()
-        trt_missing = bool(self.missing())
-        gpu = f"an NVIDIA GPU ({gpu_why}; it needs the NVIDIA driver and a CUDA build of torch)"
-        if not gpu_ok and trt_missing:
-            return f"TensorRT needs {gpu} and the 'tensorrt' extra (not installed: {INSTALL_HINT})", False
         if not gpu_ok:
-            return f"TensorRT needs {gpu}", False
-        if trt_missing:
-            return f"TensorRT needs the 'tensorrt' extra (not installed: {INSTALL_HINT})", True
-        return None, False
+            gpu = f"an NVIDIA GPU ({gpu_why}; it needs the NVIDIA driver and a CUDA build of torch)"
+            if self.missing():
+                return NotAvailable(f"TensorRT needs {gpu} and the 'tensorrt' extra (not installed: {INSTALL_HINT})")
+            return NotAvailable(f"TensorRT needs {gpu}")
+        _, problem = _trt_or_problem()
+        return MissingDependency("TensorRT", self.extra, problem) if problem else None
 
     def is_available(self):
-        why, _ = self._problem()
-        return (False, why) if why else (True, "")
+        err = self._problem()
+        return (False, str(err)) if err else (True, "")
 
     def require_export(self):
         self._require("export")
@@ -414,12 +509,12 @@ class TensorRTBackend(Backend):
         self._require("run")
 
     def _require(self, what: str):
-        why, only_extra = self._problem()
-        if why and only_extra:
-            raise MissingDependency(f"TensorRT {what}", self.extra, "the tensorrt package is not installed")
-        if why:
-            raise NotAvailable(f"cannot {what} a TensorRT engine here: {why}")
-        _import_trt()            # installed but broken (e.g. the libraries never downloaded): say so now
+        """Raise the availability problem; its message carries ``is_available()``'s reason word for word."""
+        err = self._problem()
+        if isinstance(err, MissingDependency):
+            raise err
+        if err:
+            raise NotAvailable(f"cannot {what} a TensorRT engine here: {err}")
 
     # -- arguments
     def check_args(self, args):
@@ -440,6 +535,10 @@ class TensorRTBackend(Backend):
             fr = args.get("fraction")
             if fr is not None and not (0 < float(fr) <= 1):
                 raise ArgumentError(f"engine: --fraction must be in (0, 1] (got {fr})")
+            if self.is_available()[0]:          # refuse before any work when this TensorRT has no INT8 path
+                problem = int8_problem(_import_trt())
+                if problem:
+                    raise NotAvailable(problem)
 
     def resolve_args(self, given):
         given = dict(given)
@@ -461,7 +560,7 @@ class TensorRTBackend(Backend):
         from yolo_export.backends.onnx import INPUT, OUTPUT
 
         dynamic = bool(ctx.args.get("dynamic"))
-        half_onnx = bool(ctx.args.get("half")) and not self._weak_typing()
+        half_onnx = bool(ctx.args.get("half")) and fp16_from_onnx()
         path = ctx.build("onnx", dynamic=dynamic, half=half_onnx, simplify=True)
         graph = onnx.load(str(path), load_external_data=False).graph
         inp = graph.input[0]
@@ -477,83 +576,94 @@ class TensorRTBackend(Backend):
             plan.profile = profile_shapes(batch, chw)
         return plan
 
-    @staticmethod
-    def _weak_typing() -> bool:
-        """TensorRT 10 takes the FP16/INT8 builder flags; 11 removed them (strongly typed networks only)."""
-        try:
-            trt = _import_trt()
-        except MissingDependency:
-            return True
-        return hasattr(trt.BuilderFlag, "FP16")
-
     def export(self, ctx):
         from yolo_export.utils import LOGGER
 
         trt = _import_trt()
-        weak = hasattr(trt.BuilderFlag, "FP16")
-        if ctx.args.get("int8") and not (weak and hasattr(trt, "IInt8EntropyCalibrator2")):
-            raise NotAvailable(f"TensorRT {trt.__version__} removed implicit INT8 calibration; --int8 engines "
-                               f"need TensorRT 10 (pip install \"tensorrt>=10,<11\")")
+        if ctx.args.get("int8") and int8_problem(trt):
+            raise NotAvailable(int8_problem(trt))
         plan = self.plan(ctx)
         gpu_name, capability = _gpu_facts(ctx.device)
-
-        logger = trt.Logger(trt.Logger.WARNING)
+        logger = trt_logger(trt)
         builder = trt.Builder(logger)
+        strong = not implicit_precision(trt)
         flags = 0
-        if not weak and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        if strong and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
             flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, logger)
         if not parser.parse_from_file(str(plan.onnx)):
             errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise YoloExportError(f"TensorRT's ONNX parser refused the model: {errs or 'no details'}")
-
-        config = builder.create_builder_config()
-        if plan.workspace_bytes:
-            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_bytes)
-        if plan.precision in ("fp16", "int8") and weak:
-            if not getattr(builder, "platform_has_fast_fp16", True):
-                LOGGER.warning(f"warning: {gpu_name} has no fast fp16; TensorRT may keep fp32 kernels")
-            config.set_flag(trt.BuilderFlag.FP16)
-        profile = None
-        if plan.dynamic:
-            profile = builder.create_optimization_profile()
-            profile.set_shape(plan.input_name, plan.profile["min"], plan.profile["opt"], plan.profile["max"])
-            config.add_optimization_profile(profile)
-
-        calib = None
-        if plan.precision == "int8":
-            if not getattr(builder, "platform_has_fast_int8", True):
-                LOGGER.warning(f"warning: {gpu_name} has no fast INT8; the engine may not be faster than fp16")
-            if not ctx.args.get("data"):
-                LOGGER.warning("warning: INT8 calibration without --data uses generated images; pass --data with "
-                               "images like the ones the model will see")
-            images = ctx.calibration_images()
-            LOGGER.info(f"calibrating INT8 on {len(images)} images (batch {plan.calib_batch}, {self.calibrator})...")
-            data = CalibrationData(images, plan.calib_batch, plan.onnx, self.calibrator)
-            calib = make_calibrator(trt, data, ctx.device, self.calibrator)
-            config.set_flag(trt.BuilderFlag.INT8)
-            config.int8_calibrator = calib
-            if profile is not None:
-                config.set_calibration_profile(profile)
+        config, facts = self.configure(trt, builder, plan, capability, strong)
+        calib = self._attach_calibrator(trt, ctx, config, plan, capability) if plan.precision == "int8" else None
 
         tc_path = timing_cache_path(trt.__version__, gpu_name)
         self._load_timing_cache(config, tc_path)
-        LOGGER.info(f"building the TensorRT {trt.__version__} engine ({plan.precision}) on {gpu_name}...")
+        LOGGER.info(f"building the TensorRT {trt.__version__} engine ({plan.precision}, TF32 "
+                    f"{'on' if facts['tf32'] else 'off'}) on {gpu_name}...")
         serialized = builder.build_serialized_network(network, config)
+        del calib                                  # the calibrator lives until the build is over
         if serialized is None:
-            raise YoloExportError("TensorRT could not build the engine (see the TensorRT log above)")
+            raise YoloExportError(f"TensorRT could not build the engine{logger.take_error()}")
         self._save_timing_cache(config, tc_path)
 
         meta = dict(ctx.metadata)
         meta[TRT_KEY] = {"version": trt.__version__, "gpu": gpu_name, "compute_capability": capability,
                          "precision": plan.precision, "dynamic": plan.dynamic,
                          "profile": {k: list(v) for k, v in plan.profile.items()} or None,
-                         "workspace_gib": ctx.args.get("workspace")}
+                         "workspace_gib": ctx.args.get("workspace"), **facts}
         ctx.metadata[TRT_KEY] = meta[TRT_KEY]
         out = ctx.workdir / f"{ctx.stem}.engine"
         write_engine(out, meta, memoryview(serialized))
         return out
+
+    @staticmethod
+    def configure(trt, builder, plan: BuildPlan, capability: str, strong: bool):
+        """The builder config for ``plan``, and the facts about it that go into the header.
+
+        fp32: TF32 cleared (TensorRT enables it by default; it rounds matmul/conv inputs to 10-bit mantissas on
+        Ampere and later GPUs, which the fp32 tolerance does not allow). fp16/int8: TensorRT's default kept.
+        A dynamic plan gets its optimisation profile (kept on ``plan.trt_profile`` for INT8 calibration)."""
+        from yolo_export.utils import LOGGER
+
+        config = builder.create_builder_config()
+        if plan.workspace_bytes:
+            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_bytes)
+        has_tf32 = hasattr(trt.BuilderFlag, "TF32")
+        if plan.precision == "fp32" and has_tf32:
+            config.clear_flag(trt.BuilderFlag.TF32)
+        if plan.precision in ("fp16", "int8") and not strong:
+            if _version_tuple(capability) < (5, 3):
+                LOGGER.warning(f"warning: compute capability {capability} has no fast fp16; TensorRT may keep "
+                               f"fp32 kernels")
+            config.set_flag(trt.BuilderFlag.FP16)
+        if plan.dynamic:
+            plan.trt_profile = builder.create_optimization_profile()
+            plan.trt_profile.set_shape(plan.input_name, plan.profile["min"], plan.profile["opt"], plan.profile["max"])
+            config.add_optimization_profile(plan.trt_profile)
+        tf32 = bool(config.get_flag(trt.BuilderFlag.TF32)) if has_tf32 else None
+        return config, {"tf32": tf32, "strongly_typed": strong}
+
+    def _attach_calibrator(self, trt, ctx, config, plan: BuildPlan, capability: str):
+        """INT8 (TensorRT 10): entropy calibration on ``--data`` images (or generated ones), at the profile's opt."""
+        from yolo_export.utils import LOGGER
+
+        if _version_tuple(capability) < (6, 1):
+            LOGGER.warning(f"warning: compute capability {capability} has no fast INT8; the engine may not be "
+                           f"faster than fp16")
+        if not ctx.args.get("data"):
+            LOGGER.warning("warning: INT8 calibration without --data uses generated images; pass --data with "
+                           "images like the ones the model will see")
+        images = ctx.calibration_images()
+        LOGGER.info(f"calibrating INT8 on {len(images)} images (batch {plan.calib_batch}, {self.calibrator})...")
+        data = CalibrationData(images, plan.calib_batch, plan.onnx, self.calibrator)
+        calib = make_calibrator(trt, data, ctx.device, self.calibrator)
+        config.set_flag(trt.BuilderFlag.INT8)
+        config.int8_calibrator = calib
+        if plan.trt_profile is not None:
+            config.set_calibration_profile(plan.trt_profile)
+        return calib
 
     @staticmethod
     def _load_timing_cache(config, path: Path) -> None:

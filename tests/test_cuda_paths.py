@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import IMGSZ, has, needs
+from gpusim import active as simulated
 
 try:
     import torch
@@ -20,7 +21,23 @@ try:
 except ImportError:  # pragma: no cover
     HAVE_CUDA = False
 no_cuda = pytest.mark.skipif(HAVE_CUDA, reason="this machine has a CUDA GPU")
-needs_cuda = pytest.mark.skipif(not HAVE_CUDA, reason="needs an NVIDIA GPU with CUDA")
+gpu_machine = pytest.mark.skipif(not HAVE_CUDA, reason="needs an NVIDIA GPU with CUDA")
+needs_cuda = pytest.mark.skipif(not HAVE_CUDA or bool(simulated()),
+                                reason="simulated GPU (tests/gpusim.py): CUDA kernels cannot run on this machine"
+                                if HAVE_CUDA else "needs an NVIDIA GPU with CUDA")
+
+
+def _ort_cuda() -> tuple[bool, str]:
+    """(onnxruntime has its CUDA provider, the reason when not)."""
+    if not has("onnxruntime"):
+        return False, "needs the 'onnx' extra (onnxruntime not installed)"
+    import onnxruntime as ort
+
+    providers = ort.get_available_providers()
+    if "CUDAExecutionProvider" in providers:
+        return True, ""
+    return False, (f"onnxruntime {ort.__version__} has no CUDA provider here ({', '.join(providers)}): "
+                   f"pip install onnxruntime-gpu")
 CUDA_DEVICES = ["0", "cuda:0", "cuda", "0,1"]
 
 
@@ -214,23 +231,47 @@ def test_pt_and_torchscript_on_cuda(tiny_yolo, pt_copy, images, half):
     assert [p.probs.top1 for p in YOLO(pt_copy).predict(images, device="0", half=half)] == top
 
 
+@gpu_machine
+def test_select_device_on_a_gpu_machine():
+    from yolo_export.device import select_device
+    from yolo_export.errors import NotAvailable
+
+    assert select_device("0").type == "cuda" and select_device("cuda").index == 0
+    n = torch.cuda.device_count()
+    with pytest.raises(NotAvailable, match=f"only {n} CUDA device"):
+        select_device(str(n))
+
+
+@gpu_machine
+@needs("onnx", "onnxruntime", extra="onnx")
+def test_onnx_without_cuda_provider_is_one_line(artefacts):
+    """A GPU machine whose onnxruntime has no CUDA provider (plain 'onnxruntime'): ONNX on CUDA is refused in one
+    line naming onnxruntime-gpu, never run on the CPU instead."""
+    from yolo_export.autobackend import AutoBackend
+    from yolo_export.errors import NotAvailable
+
+    ok, why = _ort_cuda()
+    if ok:
+        pytest.skip("onnxruntime has its CUDA provider here")
+    for dev in ("0", "cuda:0"):
+        with pytest.raises(NotAvailable, match="onnxruntime-gpu") as e:
+            AutoBackend(artefacts["onnx"], device=dev)
+        assert "\n" not in str(e.value)
+
+
 @needs_cuda
 @needs("onnx", "onnxruntime", extra="onnx")
 def test_onnx_on_cuda(pt_copy):
-    import onnxruntime as ort
-
     from yolo_export import YOLO
     from yolo_export.autobackend import AutoBackend
-    from yolo_export.errors import NotAvailable
     from yolo_export.verify import check_inputs
 
+    ok, why = _ort_cuda()
+    if not ok:
+        pytest.skip(why)
     y = YOLO(pt_copy)
     path = y.export("onnx", device="0", dynamic=True, batch=4)
     assert y.last_export.parity["status"] == "passed"
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        with pytest.raises(NotAvailable, match="onnxruntime-gpu"):
-            AutoBackend(path, device="0")
-        pytest.skip("onnxruntime has no CUDA provider here (install onnxruntime-gpu)")
     x = check_inputs(IMGSZ, 5)
     cpu, gpu = AutoBackend(path, device="cpu").run(x), AutoBackend(path, device="0").run(x)
     assert np.abs(cpu - gpu).max() < 1e-4

@@ -5,8 +5,12 @@ class YoloExportError(Exception):
     """Base class: the CLI prints ``str(err)`` on one line and exits non-zero."""
 
 
-class MissingDependency(YoloExportError):
-    """A backend library (a pip extra) is not installed."""
+class NotAvailable(YoloExportError):
+    """A backend cannot export or run on this machine (no GPU, not macOS, missing binary, missing extra)."""
+
+
+class MissingDependency(NotAvailable):
+    """A backend library (a pip extra) is not installed: the kind of NotAvailable that ``pip install`` fixes."""
 
     def __init__(self, what: str, extra: str, detail: str = ""):
         msg = f"{what} needs the '{extra}' extra: pip install \"yolo-export[{extra}]\""
@@ -14,10 +18,6 @@ class MissingDependency(YoloExportError):
             msg += f" ({detail})"
         super().__init__(msg)
         self.extra = extra
-
-
-class NotAvailable(YoloExportError):
-    """A backend cannot run on this machine (no GPU, not macOS, missing binary)."""
 
 
 class ArgumentError(YoloExportError):
