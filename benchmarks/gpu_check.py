@@ -64,6 +64,9 @@ class Skip(Exception):
     """A check that cannot run here, with the reason (a missing library, provider or GPU)."""
 
 
+SIM_TAG = "simulated GPU (YEXPORT_GPU_SIM="      # how the simulation's refusal reads in a child's one-line error
+
+
 def simulation_limit(e: BaseException) -> str | None:
     """The GPU simulation's refusal (tests/gpusim.py) anywhere in ``e``'s chain, as its message; None otherwise."""
     seen = set()
@@ -223,9 +226,9 @@ def time_runner(run, x1, xb, lat_iters: int = 100, thr_iters: int = 15) -> dict:
 def child(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     """Run this script's internal entry (the CLI or pytest) in a child process; a simulation stop is a Skip."""
     p = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    if p.returncode != 0 and "SimulatedCUDAError" in p.stderr + p.stdout:
-        line = next(x for x in (p.stderr + p.stdout).splitlines() if "SimulatedCUDAError" in x)
-        raise Skip(line.split("SimulatedCUDAError:", 1)[-1].strip() or line)
+    sim = [x for x in (p.stderr + p.stdout).splitlines() if SIM_TAG in x]
+    if p.returncode != 0 and sim:
+        raise Skip(sim[-1].split("error: ", 1)[-1].strip())
     return p
 
 

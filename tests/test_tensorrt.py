@@ -529,7 +529,7 @@ def test_engine_build_predict_parity(tiny_yolo, pt_copy, images, tmp_path):
         o = ab16.run(x[:n])
         assert o.shape == (n, 10) and np.abs(o - ref[:n]).max() < 1e-2
 
-    int8 = dict(int8=True, dynamic=True, batch=4, calib_images=16, output=str(tmp_path / "q.engine"))
+    int8 = dict(int8=True, dynamic=True, batch=4, data="digits", calib_images=16, output=str(tmp_path / "q.engine"))
     if int8_problem(trt):                                     # TensorRT 11+: no implicit INT8
         with pytest.raises(NotAvailable, match="removed implicit INT8"):
             y.export("engine", **int8)
