@@ -40,7 +40,7 @@ def test_yaml_budgets():
         limits.load_yaml(laughs)
     with pytest.raises(LimitError, match="recursive alias"):
         limits.load_yaml("a: &a [*a]\n")
-    with pytest.raises(LimitError, match="YOLO_EXPORT_MAX_DEPTH"):
+    with pytest.raises(LimitError, match="YOLO_EXPORT_MAX_NESTING"):
         limits.load_yaml("a:\n" + "".join("  " * i + "- \n" for i in range(1, 40)) + "  " * 40 + "- x\n")
     assert limits.load_yaml("a: &x [1, 2]\nb: *x\n") == {"a": [1, 2], "b": [1, 2]}
 

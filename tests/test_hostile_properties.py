@@ -101,7 +101,7 @@ def test_yaml_alias_expansion_is_counted_not_built(width, levels):
         metadata.from_yaml_text("\n".join(lines))
         assert expanded <= limits.NODES.limit * 2
     except YoloExportError as e:
-        assert "YOLO_EXPORT_MAX_NODES" in str(e) or "YOLO_EXPORT_MAX_DEPTH" in str(e)
+        assert "YOLO_EXPORT_MAX_NODES" in str(e) or "YOLO_EXPORT_MAX_NESTING" in str(e)
         assert expanded > limits.NODES.limit // 2
 
 

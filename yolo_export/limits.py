@@ -49,11 +49,11 @@ METADATA_BYTES = Budget("YOLO_EXPORT_MAX_METADATA_BYTES", 16 << 20, "bytes")
 # A TF.js model.json holds the whole graph topology (yolov8x-cls: about 0.3 MB).
 MODEL_JSON_BYTES = Budget("YOLO_EXPORT_MAX_MODEL_JSON_BYTES", 64 << 20, "bytes")
 # Real metadata nests 3 levels (args, preprocess, verification); 32 admits any tool's additions.
-DEPTH = Budget("YOLO_EXPORT_MAX_DEPTH", 32, "levels deep")
+DEPTH = Budget("YOLO_EXPORT_MAX_NESTING", 32, "levels deep")
 # Nodes of a YAML/JSON document after alias expansion: 22k names are ~45k nodes.
 NODES = Budget("YOLO_EXPORT_MAX_NODES", 1_000_000, "nodes")
 # Class names: ImageNet-21k has 21,843.
-CLASSES = Budget("YOLO_EXPORT_MAX_CLASSES", 100_000, "classes")
+CLASSES = Budget("YOLO_EXPORT_MAX_NC", 100_000, "classes")
 # imgsz, preprocess resize and crop: classifiers train at 224-640; 4096 keeps one float32 input under 200 MB.
 IMGSZ = Budget("YOLO_EXPORT_MAX_IMGSZ", 4096, "pixels")
 # A fixed batch named in metadata or a graph: predict pads every chunk to it.

@@ -74,6 +74,7 @@ class Case:
     exit_zero: bool | None = False   # True: must succeed (a bomb skipped in a folder); None: either outcome
     timeout: float = 180.0
     allowed: tuple[str, ...] = ("cache", "home", "case")   # where the command may create files
+    stdout: str = ""              # what a successful command must print (e.g. the good image beside a bomb)
     progress: tuple[str, ...] = ()  # prefixes of progress lines the command logs before it fails (not errors)
 
 
@@ -107,6 +108,8 @@ class Outcome:
         if case.exit_zero:
             if failed:
                 out.append(f"exit {self.exit}, expected 0; stderr: {errs[-3:]}")
+            if case.stdout and case.stdout not in self.stdout:
+                out.append(f"stdout does not mention {case.stdout!r}: {self.stdout[:200]!r}")
         elif case.exit_zero is False or failed:
             if self.exit == 0 or not isinstance(self.exit, int):
                 out.append(f"exit {self.exit!r}, expected a non-zero exit")
