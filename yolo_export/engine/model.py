@@ -153,6 +153,7 @@ class YOLO:
             out.update({"arch": self.model.yaml.get("yaml_file"), "scale": self.model.scale,
                         "params": self.model.num_params(), "gflops": round(self.model.gflops(self.imgsz), 3),
                         "layers": len(list(self.model.modules())), "fused": self.model.is_fused(),
+                        "module_attrs": self.model.attrs,
                         "preprocess": self.preprocess})
             if self.ckpt:
                 out["checkpoint"] = {k: self.ckpt.get(k) for k in ("version", "date", "source", "metrics")
