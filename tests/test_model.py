@@ -137,6 +137,20 @@ def test_earlier_schema_checkpoint_predicts_bit_for_bit_as_before(tmp_path):
         moved = back(x)
     assert torch.equal(got, expected)
     assert (moved - expected).abs().max() > 1e-6
+    # a conversion of a reference-package file by that earlier version loads the same way, with a warning
+    import logging
+
+    from yolo_export.utils import LOGGER
+
+    seen = []
+    h = logging.Handler()
+    h.emit = lambda r: seen.append(r.getMessage())
+    LOGGER.addHandler(h)
+    try:
+        back = build_from_checkpoint({**load_checkpoint(tmp_path / "v1.pt"), "source": "ultralytics"})
+    finally:
+        LOGGER.removeHandler(h)
+    assert back.attrs["bn_eps"] == 1e-3 and any("convert the original file again" in m for m in seen)
 
 
 def test_architecture_budgets_admit_real_models_and_name_the_override(monkeypatch):

@@ -132,6 +132,12 @@ def checkpoint_attrs(ckpt: dict) -> dict:
             raise CheckpointError(f"checkpoint (format version {version}) records no module attributes "
                                   f"('yaml.{ATTRS_KEY}')")
         return dict(attrs)
+    if ckpt.get("source") == "ultralytics":
+        from yolo_export.utils import LOGGER
+
+        LOGGER.warning("warning: this checkpoint was converted from a reference-package file by an earlier yolo-export "
+                       "that assumed BatchNorm eps 1e-3 (the reference's is 1e-5); it loads as it did then; convert "
+                       "the original file again to get the reference's outputs")
     dropout = (ckpt.get("train_args") or {}).get("dropout") or 0.0
     return {**LEGACY_ATTRS, "dropout": float(dropout) if isinstance(dropout, (int, float)) else 0.0}
 
