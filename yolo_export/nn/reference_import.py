@@ -56,10 +56,13 @@ _REF_MODULES = {
     "ultralytics.nn.modules.conv": ["Conv", "Concat"],
     "ultralytics.nn.modules.block": ["C2f", "Bottleneck", "DFL"],
     "ultralytics.nn.modules.head": ["Classify"],
+    # early 8.0 releases kept every block in one module, ultralytics/nn/modules.py
+    "ultralytics.nn.modules": ["Conv", "Concat", "C2f", "Bottleneck", "DFL", "Classify"],
 }
 _REF_OBJECTS = {
     "ultralytics.utils": ["IterableSimpleNamespace"],
     "ultralytics.cfg": ["IterableSimpleNamespace"],
+    "ultralytics.yolo.utils": ["IterableSimpleNamespace"],  # the early 8.0 package layout
     "torchvision.transforms.transforms": ["Compose", "Resize", "CenterCrop", "ToTensor", "Normalize"],
     "ultralytics.data.augment": ["CenterCrop", "ToTensor", "ClassifyLetterBox"],
 }
