@@ -92,6 +92,8 @@ def decode(raw: dict, source=None) -> dict:
             out["names"] = {int(i): str(n) for i, n in out["names"].items()}
         elif "names" in out and isinstance(out["names"], list):
             out["names"] = dict(enumerate(map(str, out["names"])))
+        elif "names" in out:  # a bare string ("'cat'"), undecodable bytes: not a class list
+            raise TypeError
     except (TypeError, ValueError):
         raise YoloExportError(f"{_where(source)}metadata names must map class indices to names") from None
     if isinstance(out.get("imgsz"), int):

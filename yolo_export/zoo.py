@@ -515,12 +515,21 @@ def _file_lock(path: Path):
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
+    while True:
+        fh = open(path, "a+")
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        try:  # the holder before us removed the file: lock the one that is there now
+            if os.fstat(fh.fileno()).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        fh.close()
+    try:
+        yield
+    finally:
+        remove(path)  # no lock file outlives its holder (removed while still held, so no one else holds it)
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        fh.close()
 
 
 # ----------------------------------------------------------------------------------------------- the zoo

@@ -127,6 +127,12 @@ def make_loader(ds, batch: int, workers: int, sampler=None, pin: bool = False):
     from yolo_export.data.datasets import EpochSampler, collate
 
     sampler = sampler or EpochSampler(len(ds), shuffle=False)
+    if int(workers) > 0:
+        # make multiprocessing's temp folder here, in the parent: workers inherit it and the parent removes it at
+        # exit; made by each worker, it would be left behind in the system temp folder (workers skip finalizers)
+        import multiprocessing.util
+
+        multiprocessing.util.get_temp_dir()
     return DataLoader(ds, batch_size=max(1, int(batch)), sampler=sampler, num_workers=int(workers),
                       collate_fn=collate, pin_memory=pin, persistent_workers=int(workers) > 0)
 
