@@ -159,16 +159,17 @@ def build_cases(d: Path, marker: Path) -> dict[str, tuple[Path, str]]:
         "row6_deep_train_args": (_save(d / "r6b.pt", _ours(train_args=_deep(200))), None, "nests deeper than 32"),
         # row 7: architecture budgets before building
         "row7_nc_300000": (_save(d / "r7a.pt", _ours(yaml={**_ours()["yaml"], "nc": 300000})), None,
-                           r"nc \(classes\) 300000 is outside the limit \(0, 100000\] \(YOLO_EXPORT_MAX_NC"),
+                           r"model nc is 300,000 classes, over the limit of 100,000 \(set YOLO_EXPORT_MAX_NC"),
         "row7_width_64": (_save(d / "r7b.pt", _ours(yaml={**_ours()["yaml"], "scales": {"n": [0.33, 64, 1024]}})),
-                          None, r"width multiple 64 is outside the limit \(0, 4\] \(YOLO_EXPORT_MAX_WIDTH"),
+                          None, r"model width multiple is 64 times, over the limit of 4 \(set YOLO_EXPORT_MAX_WIDTH"),
         # row 8: a compressed storage record (0.5 MB -> 512 MB) is refused unread
         "row8_deflate_bomb_record": (_zip_with_bomb_record(d / "r8a.pt", 512), None, "is compressed"),
         "row8_declared_storage_too_big": (_zip(d / "r8b.pt", _pkl(_ours(state_dict={"w": _Tensor(_Ref("0", 10**10),
                                                                                               (10**10,))})),
                                                {"0": bytes(16)}), None, r"declares 40000000000 bytes"),
         "row8_data_pkl_bomb": (_zip(d / "r8c.pt", bytes(100 << 20), deflate={"data.pkl"}), None,
-                               "data.pkl is 100.0 MB, over the 64 MB limit"),
+                               r"data.pkl is 104,857,600 bytes, over the limit of 67,108,864 "
+                               r"\(set YOLO_EXPORT_MAX_PICKLE_BYTES"),
         # already safe: globals that run code, in every pickle spelling
         "eval": (_zip(d / "s1.pt", pickle.dumps(_Cmd(eval, f"__import__('os').system('{touch}')"))), None,
                  r"refused.*builtins\.eval"),

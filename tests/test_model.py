@@ -156,11 +156,11 @@ def test_earlier_schema_checkpoint_predicts_bit_for_bit_as_before(tmp_path):
 def test_architecture_budgets_admit_real_models_and_name_the_override(monkeypatch):
     with torch.device("meta"):
         assert ClassificationModel("yolov8x-cls.yaml", nc=22000).nc == 22000  # a 22k-class head is admitted
-    for cfg, match in [({"nc": 300000}, r"nc \(classes\) 300000.*YOLO_EXPORT_MAX_NC"),
-                       ({"scales": {"n": [0.33, 64, 1024]}}, r"width multiple 64.*YOLO_EXPORT_MAX_WIDTH"),
-                       ({"scales": {"n": [40, 0.25, 1024]}}, r"depth multiple 40.*YOLO_EXPORT_MAX_DEPTH"),
-                       ({"backbone": [[-1, 1, "Conv", [10**6, 3, 2]]]}, r"row 0 channels.*YOLO_EXPORT_MAX_CHANNELS"),
-                       ({"backbone": [[-1, 10**6, "C2f", [64, True]]]}, r"row 0 repeats.*YOLO_EXPORT_MAX_REPEATS"),
+    for cfg, match in [({"nc": 300000}, r"nc is 300,000 classes.*YOLO_EXPORT_MAX_NC"),
+                       ({"scales": {"n": [0.33, 64, 1024]}}, r"width multiple is 64 times.*YOLO_EXPORT_MAX_WIDTH"),
+                       ({"scales": {"n": [40, 0.25, 1024]}}, r"depth multiple is 40 times.*YOLO_EXPORT_MAX_DEPTH"),
+                       ({"backbone": [[-1, 1, "Conv", [10**6, 3, 2]]]}, r"row 0 channels is 1,000,000 .*_MAX_CHANNELS"),
+                       ({"backbone": [[-1, 10**6, "C2f", [64, True]]]}, r"row 0 repeats is 1,000,000 .*_MAX_REPEATS"),
                        ({"backbone": "x"}, "'backbone' and 'head' lists")]:
         base = ClassificationModel("yolov8n-cls.yaml").yaml
         with pytest.raises(YoloExportError, match=match) as ei:
@@ -170,5 +170,6 @@ def test_architecture_budgets_admit_real_models_and_name_the_override(monkeypatc
     with torch.device("meta"):
         assert ClassificationModel("yolov8n-cls.yaml", nc=300000).nc == 300000
     monkeypatch.setenv("YOLO_EXPORT_MAX_PARAMS", "1000000")
-    with pytest.raises(YoloExportError, match=r"parameters, over the limit of 1 M \(YOLO_EXPORT_MAX_PARAMS"):
+    with pytest.raises(YoloExportError, match=r"model size is 2,719,288 parameters, over the limit of 1,000,000 "
+                                                r"\(set YOLO_EXPORT_MAX_PARAMS"):
         ClassificationModel("yolov8n-cls.yaml")

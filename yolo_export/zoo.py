@@ -35,7 +35,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from yolo_export.errors import CheckpointError, DownloadError, YoloExportError
+from yolo_export.errors import CheckpointError, DownloadError, LimitError, YoloExportError
 from yolo_export.utils import LOGGER, atomic_write_bytes, cache_dir, nearest, remove
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -582,7 +582,7 @@ def fetch(name: str, *, force: bool = False, offline: bool | None = None, mirror
                             backoff=backoff, timeout=timeout, progress=progress, desc=e.file)
         try:
             _install(e, raw, ckpt)
-        except CheckpointError as err:
+        except (CheckpointError, LimitError) as err:
             remove(ckpt)
             raise DownloadError(f"{e.file} from {_short(got['url'])} is not a usable checkpoint ({err}); "
                                 "the file was deleted") from None

@@ -17,7 +17,7 @@ import torch
 
 from yolo_export.errors import CheckpointError
 from yolo_export.nn.reference_import import RestrictedUnpickler, import_reference, is_reference_model
-from yolo_export.nn.safe_load import Budget, plain_data, read_torch_zip
+from yolo_export.nn.safe_load import ItemCounter, plain_data, read_torch_zip
 
 FORMAT = "yolo-export/checkpoint"
 # 1: module attributes not recorded (built with BatchNorm eps 1e-3 / momentum 0.03);
@@ -101,7 +101,7 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def _ours(path: Path, ck: dict) -> dict:
     """Our format, checked: plain data only (within budgets), a tensor state dict, sane sizes; weights in fp32."""
-    budget = Budget(str(path))
+    budget = ItemCounter(str(path))
     sd = ck.get("state_dict")
     if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
         raise CheckpointError(f"{path}: 'state_dict' is not a table of named tensors")

@@ -12,6 +12,7 @@ import yaml
 from torch import nn
 
 from yolo_export.errors import YoloExportError
+from yolo_export.limits import CLASSES, Budget
 from yolo_export.nn.modules import MODULES, C2f, Classify, Conv
 
 CFG_DIR = Path(__file__).resolve().parent.parent / "cfg"
@@ -141,27 +142,32 @@ class ClassificationModel(nn.Module):
         self.names = names
 
 
-MAX_NC, MAX_PARAMS = 100_000, 300_000_000  # yolov8x-cls has 57.4 M parameters at nc=1000; 22k classes add 28 M
-MAX_WIDTH, MAX_DEPTH, MAX_CHANNELS, MAX_REPEATS, MAX_ROWS = 4.0, 4.0, 16384, 64, 256
+# Architecture budgets (yolo_export.limits.Budget: default, override variable, one-line error). The number of
+# classes shares limits.CLASSES (YOLO_EXPORT_MAX_NC) with metadata readers. yolov8x-cls: 57.4 M parameters at
+# nc=1000, width 1.25, depth 1.0, at most 1280 channels, 6 repeats.
+PARAMS = Budget("YOLO_EXPORT_MAX_PARAMS", 300_000_000, "parameters")
+WIDTH = Budget("YOLO_EXPORT_MAX_WIDTH", 4, "times")
+DEPTH = Budget("YOLO_EXPORT_MAX_DEPTH", 4, "times")
+CHANNELS = Budget("YOLO_EXPORT_MAX_CHANNELS", 16384, "channels")
+REPEATS = Budget("YOLO_EXPORT_MAX_REPEATS", 64, "repeats")
+MAX_ROWS = 256
 
 
-def _limit(value, limit, what: str, env: str | None = None) -> None:
-    if env:
-        from yolo_export.nn.safe_load import env_limit
-
-        limit = env_limit(env, limit)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= limit:
-        how = f" ({env} raises it)" if env else ""
-        raise YoloExportError(f"model {what} {value!r} is outside the limit (0, {limit:g}]{how}")
+def _limit(value, budget: Budget | None, field: str, limit: int = 0) -> None:
+    """A positive number within ``budget`` (or within ``limit`` for a fixed bound)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise YoloExportError(f"model {field} {value!r} is not a positive number")
+    if budget is not None:
+        budget.check(value, f"model {field}")
+    elif value > limit:
+        raise YoloExportError(f"model {field} {value!r} is over the limit of {limit}")
 
 
 def check_arch(d: dict, ch) -> None:
     """Budgets on a model description, checked before anything is built: nc, input channels, rows and repeats,
     width/depth multiples, channel counts, then the parameter count of a build on the meta device (no memory)."""
-    from yolo_export.nn.safe_load import env_limit
-
-    _limit(d.get("nc"), MAX_NC, "nc (classes)", "YOLO_EXPORT_MAX_NC")
-    _limit(ch, 16, "input channels")
+    _limit(d.get("nc"), CLASSES, "nc")
+    _limit(ch, None, "input channels", 16)
     rows = d.get("backbone"), d.get("head")
     if not all(isinstance(r, list) for r in rows) or not 0 < len(rows[0]) + len(rows[1]) <= MAX_ROWS:
         raise YoloExportError(f"model YAML needs 'backbone' and 'head' lists of at most {MAX_ROWS} rows in all")
@@ -169,25 +175,22 @@ def check_arch(d: dict, ch) -> None:
         if not (isinstance(row, list) and len(row) == 4 and isinstance(row[0], int) and isinstance(row[2], str)
                 and isinstance(row[3], list) and len(row[3]) <= 16):
             raise YoloExportError(f"model YAML row {i} is not [from, repeats, module, args]: {str(row)[:80]}")
-        _limit(row[1], MAX_REPEATS, f"row {i} repeats", "YOLO_EXPORT_MAX_REPEATS")
+        _limit(row[1], REPEATS, f"row {i} repeats")
         if row[0] != -1 and not 0 <= row[0] < i:
             raise YoloExportError(f"model YAML row {i} takes its input from {row[0]}, not an earlier row")
         if row[2] in ("Conv", "C2f"):
-            _limit(row[3][0] if row[3] else None, MAX_CHANNELS, f"row {i} channels", "YOLO_EXPORT_MAX_CHANNELS")
+            _limit(row[3][0] if row[3] else None, CHANNELS, f"row {i} channels")
     if d.get("scales"):
         s = d["scales"].get(d.get("scale")) if isinstance(d["scales"], dict) else None
         if not (isinstance(s, list) and len(s) == 3):
             raise YoloExportError(f"model scale {d.get('scale')!r} is not [depth, width, max_channels]")
-        _limit(s[0], MAX_DEPTH, "depth multiple", "YOLO_EXPORT_MAX_DEPTH")
-        _limit(s[1], MAX_WIDTH, "width multiple", "YOLO_EXPORT_MAX_WIDTH")
-        _limit(s[2], MAX_CHANNELS, "max_channels", "YOLO_EXPORT_MAX_CHANNELS")
+        _limit(s[0], DEPTH, "depth multiple")
+        _limit(s[1], WIDTH, "width multiple")
+        _limit(s[2], CHANNELS, "max_channels")
     if torch.empty(0).device.type != "meta":
         with torch.device("meta"):
             n = sum(p.numel() for p in parse_model(d, ch)[0].parameters())
-        limit = int(env_limit("YOLO_EXPORT_MAX_PARAMS", MAX_PARAMS))
-        if n > limit:
-            raise YoloExportError(f"model has {n / 1e6:.0f} M parameters, over the limit of {limit / 1e6:g} M "
-                                  "(YOLO_EXPORT_MAX_PARAMS raises it)")
+        PARAMS.check(n, "model size")
 
 
 def check_attrs(attrs: dict) -> dict:

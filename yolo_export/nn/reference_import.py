@@ -17,7 +17,7 @@ from pathlib import Path
 from torch import nn
 
 from yolo_export.errors import CheckpointError
-from yolo_export.nn.safe_load import Budget, plain_data, storage_types
+from yolo_export.nn.safe_load import ItemCounter, plain_data, storage_types
 
 
 class _Stub(nn.Module):
@@ -277,7 +277,7 @@ def import_reference(path: Path, raw: dict) -> dict:
 
     where = str(path)
     model = raw["ema"] if raw.get("ema") is not None else raw.get("model")
-    budget = Budget(where)
+    budget = ItemCounter(where)
     cfg = plain_data(model.__dict__.get("yaml"), budget, "yaml", strict=False)
     if not isinstance(cfg, dict) or not cfg.get("backbone"):
         raise CheckpointError(f"{where}: the model carries no architecture ('yaml') to rebuild it from")

@@ -13,19 +13,24 @@ their code). Instead:
 4. each storage a tensor asks for is checked against its record's size, and all of them together against the
    file's size, before its memory is allocated.
 
-Budgets (override with the environment variable named in the error): ``YOLO_EXPORT_MAX_PICKLE_MB`` (size of
-``data.pkl``, default 64).
+Budgets (``yolo_export.limits.Budget``: the error names the variable that raises them): ``PICKLE_BYTES`` (size of
+``data.pkl``) and ``ITEMS`` (items walked in the plain data of a checkpoint).
 """
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
 import zipfile
 from pathlib import Path
 
 from yolo_export.errors import CheckpointError
+from yolo_export.limits import Budget
+
+# Our data.pkl is a few kB, a reference checkpoint's ~0.2 MB (the weights are separate records).
+PICKLE_BYTES = Budget("YOLO_EXPORT_MAX_PICKLE_BYTES", 64 << 20, "bytes")
+# names + yaml + train args + metrics of a real checkpoint: a few hundred items (22k class names: 44k).
+ITEMS = Budget("YOLO_EXPORT_MAX_CHECKPOINT_ITEMS", 100_000, "items")
 
 ZIP_MAGIC = b"PK\x03\x04"
 MAX_ENTRIES = 100_000
@@ -34,20 +39,6 @@ _BOOKKEEPING = {"byteorder", "version", ".format_version", ".storage_alignment",
 _STORAGE_RE = re.compile(r"data/\d{1,9}")
 _TORCHSCRIPT_HINT = ("it is a TorchScript program (code), not a checkpoint; TorchScript files run code when "
                      "loaded: rename it to .torchscript and load it only if you trust where it came from")
-
-
-def env_limit(name: str, default: float) -> float:
-    """A budget from the environment (a positive number), else ``default``."""
-    raw = os.environ.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        v = float(raw)
-    except ValueError:
-        raise CheckpointError(f"{name}={raw!r} is not a number") from None
-    if not v > 0:
-        raise CheckpointError(f"{name}={raw!r} must be positive")
-    return v
 
 
 class StorageType:
@@ -131,11 +122,7 @@ def _check_entries(path: Path, zf: zipfile.ZipFile) -> str:
             raise CheckpointError(f"{path}: zip entry {info.filename!r} is compressed ({info.compress_size} -> "
                                   f"{info.file_size} bytes); PyTorch stores these uncompressed, so it is refused "
                                   "unread")
-    limit = int(env_limit("YOLO_EXPORT_MAX_PICKLE_MB", 64) * 2**20)
-    pkl = zf.getinfo(prefix + "data.pkl")
-    if pkl.file_size > limit:
-        raise CheckpointError(f"{path}: data.pkl is {pkl.file_size / 2**20:.1f} MB, over the "
-                              f"{limit / 2**20:g} MB limit (YOLO_EXPORT_MAX_PICKLE_MB raises it)")
+    PICKLE_BYTES.check(zf.getinfo(prefix + "data.pkl").file_size, "data.pkl", path)
     return prefix
 
 
@@ -218,13 +205,13 @@ def _unpickle(path: Path, zf: zipfile.ZipFile, prefix: str, unpickler_cls):
     return up.load()
 
 
-class Budget:
+class ItemCounter:
     """Counts items while walking data read from a file: shared references count each time they are reached, so a
     pickle memo "billion laughs" is refused after ``items`` steps instead of being expanded."""
 
     def __init__(self, where: str, items: int | None = None, depth: int = 32):
         self.where = where
-        self.items = int(items or env_limit("YOLO_EXPORT_MAX_CHECKPOINT_ITEMS", 100_000))
+        self.items = int(items or ITEMS.limit)
         self.depth = depth
         self.n = 0
 
@@ -241,7 +228,7 @@ class Budget:
 _SCALARS = (str, int, float, bool, type(None))
 
 
-def plain_data(x, budget: Budget, field: str, *, strict: bool, depth: int = 0):
+def plain_data(x, budget: ItemCounter, field: str, *, strict: bool, depth: int = 0):
     """``x`` as dict/list/str/int/float/bool/None/Tensor, within ``budget``.
 
     ``strict``: anything else is refused (our own format holds nothing else). Otherwise (metadata of an imported
@@ -271,7 +258,7 @@ def plain_data(x, budget: Budget, field: str, *, strict: bool, depth: int = 0):
     return _loose(x, budget, field, depth)
 
 
-def _loose(x, budget: Budget, field: str, depth: int):
+def _loose(x, budget: ItemCounter, field: str, depth: int):
     import enum
 
     import numpy as np
