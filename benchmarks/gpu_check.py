@@ -163,7 +163,10 @@ def env_info() -> dict:
     info["tensorrt"] = trt_version() or "not installed"
     info["engine_available"] = ok if ok else why
     for mod in ("onnxsim", "onnxslim"):
-        info[mod] = importlib.util.find_spec(mod) is not None
+        try:
+            info[mod] = importlib.util.find_spec(mod) is not None
+        except ValueError:                       # blocked in sys.modules: not importable
+            info[mod] = False
     return info
 
 
@@ -226,9 +229,9 @@ def time_runner(run, x1, xb, lat_iters: int = 100, thr_iters: int = 15) -> dict:
 def child(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     """Run this script's internal entry (the CLI or pytest) in a child process; a simulation stop is a Skip."""
     p = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    sim = [x for x in (p.stderr + p.stdout).splitlines() if SIM_TAG in x]
+    sim = [x for x in p.stderr.splitlines() + p.stdout.splitlines() if SIM_TAG in x]
     if p.returncode != 0 and sim:
-        raise Skip(sim[-1].split("error: ", 1)[-1].strip())
+        raise Skip(sim[0].split("error: ", 1)[-1].strip())
     return p
 
 

@@ -6,9 +6,10 @@ the TensorRT test double in ``tests/fake_tensorrt``, shaped like TensorRT 10.x /
 
 What is patched: ``torch.cuda.is_available/device_count/get_device_name/get_device_capability/
 get_device_properties/current_device/set_device`` and ``torch.version.cuda`` answer as on one H200 (compute
-capability 9.0). Anything that would run a CUDA kernel or touch device memory (``.to("cuda")``, ``synchronize``,
-streams) raises :class:`SimulatedCUDAError`: the simulation's limit, never a result. Nothing in the project imports
-this module; child processes get it through ``sitecustomize`` (see :func:`child_env`).
+capability 9.0); ``onnxsim`` and ``onnxslim`` do not import (as on that image). Anything that would run a CUDA
+kernel or touch device memory (``.to("cuda")``, ``synchronize``, streams) raises :class:`SimulatedCUDAError`: the
+simulation's limit, never a result. Nothing in the project imports this module; child processes get it through
+``sitecustomize`` (see :func:`child_env`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ ENV = "YEXPORT_GPU_SIM"
 MODES = {"notrt": None, "trt10": "10.13.0.35", "trt11": "11.4.0.9"}
 GPU_NAME, CAPABILITY, MEMORY = "NVIDIA H200 (simulated)", (9, 0), 141 << 30
 MARK = "simulated GPU"
+ABSENT = ("onnxsim", "onnxslim")                   # the ONNX simplifiers, missing on the GPU image
 
 
 class SimulatedCUDAError(RuntimeError):
@@ -77,6 +79,8 @@ def activate(mode: str) -> None:
     for name in ("_lazy_init", "synchronize", "Stream", "current_stream", "stream", "Event", "mem_get_info"):
         setattr(cuda, name, _refuse)
     torch.version.cuda = "12.8"
+    for name in ABSENT:                    # not on the GPU image this simulates: importing them fails there too
+        sys.modules[name] = None
     cuda.SimulatedCUDAError = SimulatedCUDAError
     if MODES[mode]:
         os.environ.setdefault("YEXPORT_FAKE_TRT_VERSION", MODES[mode])
