@@ -195,12 +195,19 @@ class OpenVINOBackend(Backend):
         super().write_metadata(path, meta)
 
     def read_metadata(self, path):
-        """From ``rt_info`` where OpenVINO is installed, else (or if empty) from metadata.yaml."""
+        """From ``rt_info`` where OpenVINO is installed, over metadata.yaml beside the IR.
+
+        Our ``rt_info`` section carries the whole schema (class names included). Other YOLO tools write only
+        preprocessing hints for a model-serving API there (``labels``, ``scale_values``, ``reverse_input_channels``:
+        the raw IR takes the same [0, 1] input as every other format) and keep their metadata in metadata.yaml, which
+        then is the carrier."""
         try:
-            meta = read_rt_info(path)
+            rt = read_rt_info(path)
         except ImportError:
-            meta = {}
-        return meta or super().read_metadata(path)
+            rt = {}
+        if "names" in rt:
+            return rt
+        return super().read_metadata(path) or rt
 
 
 def set_rt_info(model, meta: dict) -> None:

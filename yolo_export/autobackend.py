@@ -17,7 +17,8 @@ class AutoBackend:
     Attributes: ``format``, ``metadata``, ``names``, ``imgsz``, ``preprocess``, ``layout``, ``dynamic``.
     """
 
-    def __init__(self, model, device: str = "cpu", half: bool = False, backend=None, threads: int | None = None):
+    def __init__(self, model, device: str = "cpu", half: bool = False, backend=None, threads: int | None = None,
+                 overrides: dict | None = None):
         from yolo_export.threads import resolve
 
         threads = resolve(threads)
@@ -35,9 +36,7 @@ class AutoBackend:
             self.path = Path(model)
             self.backend = backend or registry.for_path(self.path)
             self.backend.require_runtime()
-            self.metadata = self.backend.read_metadata(self.path) or {}
-            if "names" not in self.metadata:
-                raise YoloExportError(f"{model} carries no yolo-export metadata (class names); was it exported here?")
+            self.metadata = with_overrides(self.backend.read_metadata(self.path) or {}, overrides, model)
             self.runner = _load(self.backend, self.path, device, self.metadata, threads)
         self.format = self.backend.name
         self.threads = getattr(self.runner, "threads", None)   # what the runtime reports, for every timing
@@ -93,3 +92,24 @@ def _load(backend, path, device, metadata, threads):
     if "threads" in inspect.signature(backend.load).parameters:
         return backend.load(path, device, metadata, threads=threads)
     return backend.load(path, device, metadata)
+
+
+def with_overrides(meta: dict, overrides: dict | None, path) -> dict:
+    """An artefact's metadata with what the user supplied: ``names`` replace the carried ones, ``imgsz`` fills in
+    a missing size. Without class names or an input size (from the file or the user) the artefact cannot be run."""
+    meta = dict(meta)
+    names = (overrides or {}).get("names")
+    imgsz = (overrides or {}).get("imgsz")
+    if names is not None:
+        if isinstance(names, str):
+            names = [n.strip() for n in names.split(",")]
+        items = names.items() if isinstance(names, dict) else enumerate(names)
+        meta["names"] = {int(k): str(v) for k, v in items}
+    if imgsz and not meta.get("imgsz"):
+        meta["imgsz"] = [int(imgsz), int(imgsz)]
+    missing = [k for k, what in (("names", "class names"), ("imgsz", "input size")) if not meta.get(k)]
+    if missing:
+        what = " and ".join({"names": "class names", "imgsz": "input size"}[k] for k in missing)
+        raise YoloExportError(f"{path} carries no usable metadata ({what}); supply it: YOLO(path, names=[...], "
+                              f"imgsz=N) or --names a,b,c --imgsz N")
+    return meta

@@ -105,6 +105,34 @@ def _threads_opt(f):
                         "else the CPUs this process may use].")(f)
 
 
+def _names_opt(f):
+    return click.option("--names", help="Class names, comma-separated, for an exported artefact that carries none "
+                                        "(or to rename its classes).")(f)
+
+
+def open_model(model, device=None, names: str | None = None, imgsz: int | None = None,
+               threads: int | None = None):
+    """YOLO(model) with the user's --names / --imgsz supplied to an artefact whose metadata lacks them."""
+    from pathlib import Path
+
+    from yolo_export import YOLO
+    from yolo_export.errors import ArgumentError
+
+    if names is None:
+        if _is_artefact(model):
+            return YOLO(model, device=device, imgsz=imgsz, threads=threads)
+        return YOLO(model, device=device, threads=threads)
+    if not _is_artefact(model):
+        raise ArgumentError(f"--names applies to exported artefacts; {Path(model).name} carries its own class names")
+    return YOLO(model, device=device, names=[n.strip() for n in names.split(",")], imgsz=imgsz, threads=threads)
+
+
+def _is_artefact(model) -> bool:
+    from pathlib import Path
+
+    return Path(str(model)).suffix not in (".pt", ".yaml", ".yml")
+
+
 def _json_opt(f):
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(f)
 
@@ -196,14 +224,19 @@ def export_cmd(model, fmt, as_json, verbose, **opts):
               help="Draft JPEG decode + one-pass resize: ~2x faster, a few /255 from the reference's pixels.")
 @_ray_opt
 @_threads_opt
+@_names_opt
 @_json_opt
 @_verbose_opt
 def predict_cmd(model, source, imgsz, batch, device, half, output, fast_preprocess, ray_address, threads,
-                as_json, verbose):
+                names, as_json, verbose):
     """Classify images with MODEL; the same Results for every format."""
     if output or ray_address:
         def to_file():
             from yolo_export.distributed import predict_to_file
+            from yolo_export.errors import ArgumentError
+
+            if names:
+                raise ArgumentError("--names is not taken with --output/--ray; predict without them")
 
             return predict_to_file(model, list(source), output, ray=ray_address is not None,
                                    address=None if ray_address == RAY_LOCAL else ray_address, imgsz=imgsz,
@@ -217,9 +250,7 @@ def predict_cmd(model, source, imgsz, batch, device, half, output, fast_preproce
         return
 
     def go():
-        from yolo_export import YOLO
-
-        y = YOLO(model, device=device, threads=threads)
+        y = open_model(model, device, names, imgsz, threads)
         src = list(source) if len(source) > 1 else source[0]
         return y.predict(src, imgsz=imgsz, batch=batch, device=device, half=half, fast_preprocess=fast_preprocess)
 
@@ -240,15 +271,15 @@ def predict_cmd(model, source, imgsz, batch, device, half, output, fast_preproce
 
 @main.command("info")
 @click.argument("model")
+@_names_opt
+@click.option("--imgsz", type=int, help="Input size of an exported artefact that does not record it.")
 @_json_opt
 @_verbose_opt
-def info_cmd(model, as_json, verbose):
+def info_cmd(model, names, imgsz, as_json, verbose):
     """Parameters, GFLOPs, classes and metadata of MODEL."""
 
     def go():
-        from yolo_export import YOLO
-
-        return YOLO(model).info()
+        return open_model(model, names=names, imgsz=imgsz).info()
 
     info = run_command(go, verbose, as_json)
     if as_json:

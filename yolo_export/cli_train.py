@@ -9,7 +9,8 @@ import time
 import click
 from click.core import ParameterSource
 
-from yolo_export.cli import RAY_LOCAL, _json_opt, _ray_opt, _threads_opt, _verbose_opt, emit_json, run_command
+from yolo_export.cli import (RAY_LOCAL, _json_opt, _names_opt, _ray_opt, _threads_opt, _verbose_opt, emit_json,
+                             open_model, run_command)
 
 # The README recipe: yolov8n-cls on the built-in digits at imgsz 32 (the digits augmentation preset applies).
 RECIPE = {"model": "yolov8n-cls.yaml", "data": "digits", "epochs": 20, "imgsz": 32, "batch": 64, "workers": 0,
@@ -114,15 +115,14 @@ def train_cmd(model, as_json, verbose, **opts):
               help="Draft JPEG decode + one-pass resize: ~2x faster, a few /255 from the reference's pixels.")
 @_ray_opt
 @_threads_opt
+@_names_opt
 @_json_opt
 @_verbose_opt
 def val_cmd(model, data, split, batch, imgsz, device, workers, half, predictions, fast_preprocess, ray_address, threads,
-            as_json, verbose):
+            names, as_json, verbose):
     """Top-1/top-5, per-class accuracy, confusion matrix and speed of MODEL on a dataset split."""
 
     def go():
-        from yolo_export import YOLO
-
         if ray_address is not None:
             from yolo_export.distributed import ray_val
 
@@ -130,7 +130,7 @@ def val_cmd(model, data, split, batch, imgsz, device, workers, half, predictions
                            address=None if ray_address == RAY_LOCAL else ray_address, device=device or "cpu",
                            progress=not as_json)
 
-        y = YOLO(model, device=device, threads=threads)
+        y = open_model(model, device, names, imgsz, threads)
         return y.val(data=data, split=split, batch=batch, imgsz=imgsz, device=device, workers=workers, half=half,
                      predictions=predictions, progress=not as_json, fast_preprocess=fast_preprocess,
                      threads=threads)

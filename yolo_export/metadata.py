@@ -98,8 +98,22 @@ def decode(raw: dict, source=None) -> dict:
         raise YoloExportError(f"{_where(source)}metadata names must map class indices to names") from None
     if isinstance(out.get("imgsz"), int):
         out["imgsz"] = [out["imgsz"], out["imgsz"]]
+    if isinstance(out.get("args"), dict):
+        out["args"] = _precision_args(out["args"])
     check(out, source)
     return out
+
+
+# The reference package records the export precision as ``args.quantize`` (16/"fp16", 8/"int8"; its older releases
+# wrote ``half``/``int8`` flags, as we do). Runners read the flags.
+_QUANTIZE_FLAGS = {"16": "half", "fp16": "half", "half": "half", "8": "int8", "int8": "int8"}
+
+
+def _precision_args(args: dict) -> dict:
+    flag = _QUANTIZE_FLAGS.get(str(args.get("quantize")).strip().lower())
+    if flag and flag not in args:
+        return {**args, flag: True}
+    return args
 
 
 def check(meta: dict, source=None) -> dict:

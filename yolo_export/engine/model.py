@@ -10,13 +10,17 @@ from yolo_export.errors import YoloExportError
 class YOLO:
     """``YOLO("yolov8n-cls.yaml")``, ``YOLO("best.pt")``, ``YOLO("yolov8s-cls.pt")`` (zoo), ``YOLO("best.onnx")``.
 
+    For an exported artefact, ``names`` replace the class names it carries and ``imgsz`` supplies its input size
+    where the file does not say (artefacts of other tools without metadata); for a ``.pt``, ``names`` start
+    transfer learning on a new class list.
+
     ``model(source)`` / ``model.predict(source, imgsz=, batch=, device=, stream=)`` return ``Results``;
     ``export``, ``train``, ``val`` and ``info`` work on the PyTorch model (train/val on artefacts too for val).
     """
 
     def __init__(self, model: str | Path = "yolov8n-cls.yaml", scale: str | None = None, nc: int | None = None,
                  names=None, task: str = "classify", device: str | None = None, verbose: bool = False,
-                 threads: int | None = None):
+                 threads: int | None = None, imgsz: int | None = None):
         if task not in (None, "classify"):
             raise YoloExportError(f"task '{task}' is not supported (this tool handles classification models)")
         self.model = None           # torch module when the source is .yaml / .pt
@@ -58,6 +62,7 @@ class YOLO:
             self.ckpt_path = str(p)
             self.model_name = p.stem
             self._backend_path = p
+            self._overrides = {"names": names, "imgsz": imgsz}
 
     def _load_pt(self, p: Path):
         from yolo_export.nn.checkpoint import build_from_checkpoint, load_checkpoint
@@ -97,7 +102,10 @@ class YOLO:
         if self.model is not None:
             return self.backend().metadata
         if getattr(self, "_metadata", None) is None:
-            self._metadata = self._artefact_backend.read_metadata(self._backend_path) or {}
+            from yolo_export.autobackend import with_overrides
+
+            raw = self._artefact_backend.read_metadata(self._backend_path) or {}
+            self._metadata = with_overrides(raw, self._overrides, self._backend_path)
         return self._metadata
 
     def backend(self, device: str | None = None, half: bool = False, threads: int | None = None):
@@ -110,7 +118,8 @@ class YOLO:
             if self.model is not None:
                 self._backend = AutoBackend(self.model, device=device, half=half, threads=threads)
             else:
-                self._backend = AutoBackend(self._backend_path, device=device, threads=threads)
+                self._backend = AutoBackend(self._backend_path, device=device, threads=threads,
+                                            overrides=self._overrides)
             self._backend_key = key
         return self._backend
 
