@@ -107,6 +107,10 @@ def with_overrides(meta: dict, overrides: dict | None, path) -> dict:
         meta["names"] = {int(k): str(v) for k, v in items}
     if imgsz and not meta.get("imgsz"):
         meta["imgsz"] = [int(imgsz), int(imgsz)]
+    if names is not None or imgsz:
+        from yolo_export.metadata import check
+
+        check(meta, path)  # the same budgets as for names and sizes read from a file
     missing = [k for k, what in (("names", "class names"), ("imgsz", "input size")) if not meta.get(k)]
     if missing:
         what = " and ".join({"names": "class names", "imgsz": "input size"}[k] for k in missing)
