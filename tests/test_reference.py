@@ -36,7 +36,6 @@ FP32_TOL, FP16_TOL = 1e-4, 1e-2
 FORMATS = {"torchscript": "torch", "onnx": "onnxruntime", "openvino": "openvino", "ncnn": "ncnn", "mnn": "MNN"}
 HALF = ("onnx", "openvino", "ncnn", "mnn")  # those it makes in fp16 on CPU
 META_ONLY = {"coreml": "coremltools"}  # exported and read here; running it needs macOS
-H5 = "h5-images: pixel-exact reference preprocessing (lands on main; make strict after rebase)"
 
 
 def _ref_python() -> str:
@@ -201,7 +200,7 @@ def test_artefact_without_metadata_names_the_override(pt_copy, tmp_path):
     m = onnx.load(full)
     del m.metadata_props[:]
     onnx.save(m, bare)
-    with pytest.raises(YoloExportError, match=r"carries no usable metadata \(class names and input size\).*names="):
+    with pytest.raises(YoloExportError, match=r"carries no names or imgsz in its metadata; supply them.*names="):
         YOLO(bare).backend()
     names = [f"d{i}" for i in range(10)]
     x = np.random.default_rng(0).random((4, 3, IMGSZ, IMGSZ), dtype=np.float32)
@@ -211,7 +210,7 @@ def test_artefact_without_metadata_names_the_override(pt_copy, tmp_path):
     img = tmp_path / "one.png"
     Image.fromarray((x[0].transpose(1, 2, 0) * 255).astype(np.uint8)).save(img)
     r = CliRunner().invoke(main, ["predict", "-m", str(bare), "-s", str(img)])
-    assert r.exit_code != 0 and "carries no usable metadata" in r.output and "Traceback" not in r.output
+    assert r.exit_code != 0 and "carries no names or imgsz" in r.output and "Traceback" not in r.output
     assert len(r.output.strip().splitlines()) == 1, r.output
     r = CliRunner().invoke(main, ["predict", "-m", str(bare), "-s", str(img), "--names", ",".join(names),
                                   "--imgsz", str(IMGSZ), "--json"])
@@ -347,7 +346,6 @@ def jpegs(work, trained, digits) -> dict:
             "probs": np.load(out / "probs.npy")}
 
 
-@pytest.mark.xfail(strict=False, reason=H5)
 def test_same_jpegs_same_input_and_probabilities(jpegs):
     from yolo_export import YOLO
     from yolo_export.data.transforms import preprocess

@@ -111,9 +111,10 @@ def with_overrides(meta: dict, overrides: dict | None, path) -> dict:
         from yolo_export.metadata import check
 
         check(meta, path)  # the same budgets as for names and sizes read from a file
-    missing = [k for k, what in (("names", "class names"), ("imgsz", "input size")) if not meta.get(k)]
+    missing = [k for k in ("names", "imgsz") if not meta.get(k)]
     if missing:
-        what = " and ".join({"names": "class names", "imgsz": "input size"}[k] for k in missing)
-        raise YoloExportError(f"{path} carries no usable metadata ({what}); supply it: YOLO(path, names=[...], "
-                              f"imgsz=N) or --names a,b,c --imgsz N")
+        from yolo_export.errors import MetadataError
+
+        raise MetadataError(f"{path} carries no {' or '.join(missing)} in its metadata; supply them: "
+                            f"YOLO(path, names=[...], imgsz=N) or --names a,b,c --imgsz N")
     return meta
