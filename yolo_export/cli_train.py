@@ -51,7 +51,7 @@ def _fmt(v, spec=".4f"):
 @click.option("--dropout", type=float, help="Dropout before the classifier layer [0].")
 @click.option("--fraction", type=float, help="Train on this share of each class (quick runs).")
 @click.option("--cache", is_flag=True, default=None, help="Keep decoded training images in RAM.")
-@click.option("--scale", type=float, help="RandomResizedCrop min area share [0.08 photos, 0.6 digits].")
+@click.option("--scale", type=float, help="RandomResizedCrop min area share [0.5 photos, 0.6 digits].")
 @click.option("--fliplr", type=float, help="Horizontal flip probability [0.5 photos, 0 digits].")
 @click.option("--hsv-h", "hsv_h", type=float, help="Hue jitter (share of a turn) [0.015 photos, 0 digits].")
 @click.option("--hsv-s", "hsv_s", type=float, help="Saturation jitter [0.4 photos, 0 digits].")
