@@ -63,6 +63,9 @@ def with_imgsz(pp: dict | None, imgsz: int) -> dict:
 
 MAX_PIXELS_ENV = "YOLO_EXPORT_MAX_IMAGE_PIXELS"
 DEFAULT_MAX_PIXELS = 200_000_000  # admits 100-megapixel photos with room; a 20000 x 20000 bomb is refused
+# Our budget replaces Pillow's warning (which fires from 89 megapixels, below the budget). A process-wide filter set
+# once, because warnings.catch_warnings is not safe in predict's decode threads.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def max_image_pixels() -> int:
@@ -95,13 +98,11 @@ def _open_checked(path) -> Image.Image:
     limit = max_image_pixels()
     if Image.MAX_IMAGE_PIXELS is not None and limit > 2 * Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = limit // 2 + 1  # our budget, not Pillow's default, decides (and names its override)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(path)
-        except Image.DecompressionBombError:  # over Pillow's own limit, which is at or above ours: our words
-            raise ImageError(f"image {path} is over the {limit / 1e6:.0f}-megapixel budget; set {MAX_PIXELS_ENV} "
-                             f"to allow larger images") from None
+    try:
+        im = Image.open(path)
+    except Image.DecompressionBombError:  # over Pillow's own limit, which is at or above ours: our words
+        raise ImageError(f"image {path} is over the {limit / 1e6:.0f}-megapixel budget; set {MAX_PIXELS_ENV} "
+                         f"to allow larger images") from None
     check_pixels(im.size, path)
     return im
 
