@@ -145,7 +145,7 @@ def test_mnn_export_installs_and_fetches_nothing(mnn_fp32, tmp_path):
 
     before = _dists()
     out = tmp_path / "guarded.mnn"
-    r = subprocess.run([sys.executable, "-m", "yolo_export", str(pt), "--format", "mnn", "--int8", "--calib", "synthetic", "-o", str(out),
+    r = subprocess.run([sys.executable, "-m", "yolo_export", str(pt), "--format", "mnn", "--int8", "-o", str(out),
                         "--json"], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     doc = json.loads(r.stdout)  # MNN's C++ banners went to stderr: stdout is exactly one JSON document

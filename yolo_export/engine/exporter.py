@@ -49,7 +49,7 @@ def export(source, format: str = "onnx", **kwargs) -> ExportResult:
     if source.model is None:
         raise ArgumentError(f"export needs a PyTorch model (.pt or .yaml); {source.ckpt_path} is a "
                             f"{source.format} artefact already")
-    calib = check_calibration(args)
+    calib = check_calibration(args, backend)
     device = select_device(args.get("device"))
     if device.type == "cpu":
         from yolo_export.threads import apply_torch, resolve
@@ -94,7 +94,7 @@ def export(source, format: str = "onnx", **kwargs) -> ExportResult:
     return res
 
 
-def check_calibration(args: dict) -> str | None:
+def check_calibration(args: dict, backend=None) -> str | None:
     """INT8 needs real calibration images (``--data``) or the explicit ``--calib synthetic`` choice; checked before
     any work. Returns what the result reports: the dataset, ``"synthetic"``, or None without --int8."""
     calib = args.get("calib")
@@ -103,6 +103,10 @@ def check_calibration(args: dict) -> str | None:
     if not args.get("int8"):
         if calib is not None:
             raise ArgumentError("--calib only applies with --int8")
+        return None
+    if backend is not None and "calib_images" not in backend.accepted_args():  # 8-bit weights only (MNN, CoreML)
+        if calib is not None:
+            raise ArgumentError(f"{backend.name} --int8 quantises the weights only: it takes no --calib")
         return None
     if calib == "synthetic":
         if args.get("data"):
