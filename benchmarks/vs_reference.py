@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -153,6 +154,7 @@ def main() -> int:
         res["train_digits32"] = train_rounds(ref, data, n_train, a.epochs, a.train_rounds, a.threads, work)
     finally:
         ref.close()
+        shutil.rmtree(work, ignore_errors=True)
     res["load_after"] = os.getloadavg()
     res["uptime"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     text = json.dumps(res, indent=1)

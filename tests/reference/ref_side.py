@@ -12,6 +12,7 @@ Subcommands write their results under --out as .npy arrays and one result.json:
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import shutil
@@ -39,6 +40,8 @@ os.environ["YOLO_OFFLINE"] = "1"
 os.environ["YOLO_AUTOINSTALL"] = "0"
 os.environ.setdefault("YOLO_VERBOSE", "0")
 os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="ref-cfg-"))
+_TEMP = [Path(os.environ["PATH"].split(os.pathsep)[0]), Path(os.environ["YOLO_CONFIG_DIR"])]
+atexit.register(lambda: [shutil.rmtree(d, ignore_errors=True) for d in _TEMP if d.name.startswith("ref-")])
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
