@@ -72,6 +72,8 @@ def encode_header(meta: dict) -> bytes:
 
 def read_header(path: str | Path) -> tuple[dict, int]:
     """(metadata, offset of the engine bytes). ({}, 0) for an engine without our header (e.g. built by trtexec)."""
+    from yolo_export.limits import loads_json
+
     path = Path(path)
     size = path.stat().st_size
     with open(path, "rb") as f:
@@ -85,7 +87,7 @@ def read_header(path: str | Path) -> tuple[dict, int]:
     if body[:1] != b"{":
         return {}, 0
     try:
-        meta = json.loads(body.decode("utf-8"))
+        meta = loads_json(body.decode("utf-8"), "engine metadata header", path)  # nesting checked first
     except (UnicodeDecodeError, ValueError):
         return {}, 0
     if not isinstance(meta, dict):

@@ -61,6 +61,7 @@ BATCH = Budget("YOLO_EXPORT_MAX_BATCH", 1024, "images")
 # A download whose size the manifest does not state (yolov8x-cls: 57.4 M parameters, ~115 MB in fp16).
 DOWNLOAD_BYTES = Budget("YOLO_EXPORT_MAX_DOWNLOAD_BYTES", 2 << 30, "bytes")
 
+
 def _where(source) -> str:
     return f"{source}: " if source else ""
 

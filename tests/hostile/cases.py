@@ -213,6 +213,11 @@ def safe_trt_deep(sb):
     return ["info", "evil.engine"]
 
 
+def safe_trt_nested_json(sb):
+    F.trt_engine(sb.case / "evil.engine", b'{"names": ' + b"[" * 200000)
+    return ["info", "evil.engine"]
+
+
 def safe_trt_preprocess(sb):
     meta = {"names": F.NAMES, "imgsz": [32, 32], "preprocess": {"resize": 100000, "crop": 100000}}
     F.trt_engine(sb.case / "evil.engine", json.dumps(meta).encode())
@@ -338,6 +343,7 @@ CASES = [
                 "numpy_object")],
     Case("safe-trt-header-length", "safe", safe_trt_length, exit_zero=None),
     Case("safe-trt-header-deep", "safe", safe_trt_deep, exit_zero=None),
+    Case("safe-trt-header-nested-json", "safe", safe_trt_nested_json, expect="YOLO_EXPORT_MAX_NESTING"),
     Case("safe-trt-header-preprocess", "safe", safe_trt_preprocess, expect="YOLO_EXPORT_MAX_IMGSZ"),
     Case("safe-pte-trailer-length", "safe", safe_pte_length, exit_zero=None),
     Case("safe-pte-trailer-deep", "safe", safe_pte_deep, expect="YOLO_EXPORT_MAX_NESTING"),
