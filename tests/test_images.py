@@ -204,6 +204,17 @@ def test_folder_where_nothing_could_be_read_is_an_error(tiny_yolo, cli, tiny_pt,
     assert code == 1 and "none of the 2 image" in json.loads(out)["error"]
 
 
+def test_val_where_no_image_could_be_read_is_an_error(tiny_yolo, tmp_path):
+    from yolo_export.errors import DatasetError
+
+    for split in ("train", "val"):
+        for c in (f"c{i}" for i in range(10)):
+            (tmp_path / "ds" / split / c).mkdir(parents=True)
+            (tmp_path / "ds" / split / c / "x.jpg").write_bytes(b"broken")
+    with pytest.raises(DatasetError, match="none of the 10 image"):
+        tiny_yolo.val(data=str(tmp_path / "ds"), progress=False)
+
+
 # ------------------------------------------------------------------------------------------ globs
 GLOB_CHILD = r"""
 import json, sys
