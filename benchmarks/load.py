@@ -66,8 +66,9 @@ def stop_load(procs: list) -> None:
 
 
 def child(spec: dict, timeout: float = 900) -> dict:
-    out = subprocess.run([sys.executable, str(HERE), "--child", json.dumps(spec)], env=clean_env(),
-                         capture_output=True, text=True, timeout=timeout)
+    env = clean_env(**spec.get("env", {}))
+    out = subprocess.run([sys.executable, str(HERE), "--child", json.dumps(spec)], env=env, capture_output=True,
+                         text=True, timeout=timeout)
     if out.returncode != 0:
         return {"error": (out.stderr.strip().splitlines() or ["?"])[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -276,6 +277,11 @@ def plan(a, models: dict) -> list[dict]:
                 jobs.append({"task": "predict", "format": fmt, "threads": t, "sizes": sizes})
             if "val" in tasks:
                 jobs.append({"task": "val", "format": fmt, "threads": t, "fraction": a.fraction})
+        if "predict" in tasks and a.old_policy and fmt in ("pytorch", "torchscript"):
+            # what a process got before the policy: libgomp's default (spin, then sleep), one thread per core. An
+            # unknown value keeps libgomp's default (it prints a warning) and stops yolo_export from choosing one.
+            jobs.append({"task": "predict", "format": fmt, "threads": os.cpu_count() or 1, "sizes": ["32", "224"],
+                         "env": {"OMP_WAIT_POLICY": "libgomp-default"}, "label": "old-spin"})
     if "train" in tasks:
         jobs += [{"task": "train", "format": "pytorch", "threads": t, "fraction": a.fraction} for t in a.threads_opts]
     if "reference" in tasks:
@@ -287,7 +293,8 @@ def plan(a, models: dict) -> list[dict]:
 
 def key_of(job: dict) -> str:
     t = job.get("threads")
-    return "/".join(str(x) for x in (job["task"], job.get("format", ""), "default" if t is None else f"t{t}"))
+    label = job.get("label") or ("default" if t is None else f"t{t}")
+    return "/".join(str(x) for x in (job["task"], job.get("format", ""), label))
 
 
 def loadavg() -> float:
@@ -310,6 +317,8 @@ def main():
     ap.add_argument("--ref-python", default="/tmp/refvenv/bin/python")
     ap.add_argument("--work", help="folder for models and images (default: a temporary one)")
     ap.add_argument("--json", help="write every measurement here")
+    ap.add_argument("--old-policy", action="store_true", help="also time PyTorch/TorchScript predict as before the "
+                    "policy (libgomp's default spinning, a thread per core)")
     a = ap.parse_args()
     if a.child:
         print(json.dumps(run_child(json.loads(a.child))))
