@@ -342,14 +342,14 @@ def serve_on_ray(cfg, address: str | None, host: str, port: int, replicas: int) 
 
     require_serving()
     ray = init_ray(address, None)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # after ray.init, whose own handler exits with status 15
     from ray import serve
 
     serve.start(http_options={"host": host, "port": port})
     dep = serve.deployment(name="yexport", num_replicas=replicas,
                            ray_actor_options={"num_cpus": 1})(serve.ingress()(ServeReplica))
     serve.run(dep.bind(cfg.to_env()), name="yexport", route_prefix="/", blocking=False)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         LOGGER.info(f"ready: http://{host}:{port} ({replicas} replica(s) on Ray)")
         while not stop.wait(0.5):
