@@ -15,6 +15,7 @@ REQS=(
   "ncnn==1.0.20261020" "pnnx==20261020"
   "MNN==3.6.1"
   "coremltools==9.0"
+  "x2paddle==1.6.0" "paddlepaddle==3.3.1" "six==1.17.0"
 )
 KEY="$(printf '%s\n' "$("$PY" -c 'import sys; print("py%d.%d" % sys.version_info[:2])')" "${REQS[@]}" \
        | sha256sum | cut -c1-12)"

@@ -48,6 +48,12 @@ def import_paddle():
 
 
 def _files(path) -> tuple[Path, Path]:
+    """Our layout keeps the graph at the top of the folder; the reference package's keeps it in ``inference_model/``
+    (beside its metadata.yaml and the dygraph code it also writes)."""
+    path = Path(path)
+    sub = path / "inference_model"
+    if not any(path.glob("*.json")) and not any(path.glob("*.pdmodel")) and sub.is_dir() and not sub.is_symlink():
+        path = sub
     return model_files(path, MODEL, ("*.json", "*.pdmodel"), ".pdiparams", "Paddle")
 
 

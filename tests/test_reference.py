@@ -33,7 +33,8 @@ IMGSZ = 32
 N_INPUTS = 32
 FP32_TOL, FP16_TOL = 1e-4, 1e-2
 # Formats the reference exports offline here, and the module our runtime for each needs.
-FORMATS = {"torchscript": "torch", "onnx": "onnxruntime", "openvino": "openvino", "ncnn": "ncnn", "mnn": "MNN"}
+FORMATS = {"torchscript": "torch", "onnx": "onnxruntime", "openvino": "openvino", "ncnn": "ncnn", "mnn": "MNN",
+           "paddle": "paddle"}
 HALF = ("onnx", "openvino", "ncnn", "mnn")  # those it makes in fp16 on CPU
 META_ONLY = {"coreml": "coremltools"}  # exported and read here; running it needs macOS
 
