@@ -67,8 +67,9 @@ def _parse(value, where: str) -> int:
 
 
 def spinning_pools() -> bool:
-    """True when torch is loaded with OpenMP pools that spin (the wait policy was not set before it loaded)."""
-    return "torch" in sys.modules and os.environ.get(WAIT_ENV, "").strip().upper() != "PASSIVE"
+    """True when torch loaded before anyone chose a wait policy (its pools spin by default). A policy the user chose
+    (``OMP_WAIT_POLICY=ACTIVE`` on a dedicated machine, say) is theirs: the default count stays the CPUs."""
+    return "torch" in sys.modules and WAIT_ENV not in os.environ
 
 
 def resolve(threads=None) -> int:
