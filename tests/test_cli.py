@@ -69,8 +69,9 @@ def test_json_stdout_stays_one_document_when_a_library_prints(pt_copy):
     import os
 
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    out = subprocess.run([sys.executable, "-m", "yolo_export", str(pt_copy), "--format", "openvino", "--int8", "--calib", "synthetic",
-                          "--calib-images", "8", "--json"], capture_output=True, text=True, env=env)
+    out = subprocess.run([sys.executable, "-m", "yolo_export", str(pt_copy), "--format", "openvino", "--int8",
+                          "--calib", "synthetic", "--calib-images", "8", "--json"],
+                         capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     doc = json.loads(out.stdout)
     assert doc["format"] == "openvino" and doc["precision"] == "int8"

@@ -70,9 +70,9 @@ class InternalError(YoloExportError):
 
 
 # The ``type`` values of the CLI's JSON error document ``{"error": ..., "type": ...}``: these classes' names.
-DOCUMENTED = ("YoloExportError", "ArgumentError", "MissingDependency", "NotAvailable", "CheckpointError", "ImageError",
-              "DatasetError", "VerificationError", "DownloadError", "LimitError", "OutputError", "MetadataError", "FileError",
-              "Interrupted", "InternalError")
+DOCUMENTED = ("YoloExportError", "ArgumentError", "MissingDependency", "NotAvailable", "CheckpointError",
+              "ImageError", "DatasetError", "VerificationError", "DownloadError", "LimitError", "OutputError",
+              "MetadataError", "FileError", "Interrupted", "InternalError")
 
 
 def user_error(e: BaseException) -> YoloExportError:
