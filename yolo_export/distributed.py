@@ -13,6 +13,7 @@ Ray is imported inside functions: ``yexport --help`` never imports it.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -27,8 +28,6 @@ LOCAL_OBJECT_STORE = 256 * 2**20  # a local cluster started here moves only path
 
 
 def require_ray() -> None:
-    import importlib.util
-
     if importlib.util.find_spec("ray") is None or importlib.util.find_spec("pyarrow") is None:
         raise MissingDependency("--ray", "ray")
 
@@ -68,20 +67,26 @@ class PredictActor:
         self.kw = {"imgsz": imgsz, "workers": 0, "fast_preprocess": fast_preprocess}
 
     def __call__(self, batch: dict) -> dict:
-        from yolo_export.engine.predictor import stream_predict
-
         paths = [str(p) for p in batch["path"]]
-        try:
-            rows = [_row(r) for r in stream_predict(self.backend, paths, batch=len(paths), **self.kw)]
-        except ImageError:  # one bad file: classify the rest one by one, the bad one gets an error row
-            rows = []
-            for p in paths:
-                try:
-                    rows.append(_row(next(iter(stream_predict(self.backend, [p], **self.kw)))))
-                except ImageError as e:
-                    rows.append({"path": p, "top1": None, "name": None, "confidence": None, "top5": [],
-                                 "error": str(e)})
+        rows = predict_rows(self.backend, paths, len(paths), **self.kw)
         return {"index": np.asarray(batch["index"]), "row": np.asarray([json.dumps(r) for r in rows], dtype=object)}
+
+
+def predict_rows(backend, paths: list[str], batch: int, **kw) -> list[dict]:
+    """One row per path, in order; an unreadable image gets a row with ``error`` instead of stopping the run."""
+    from yolo_export.engine.predictor import stream_predict
+
+    try:
+        return [_row(r) for r in stream_predict(backend, paths, batch=batch, **kw)]
+    except ImageError:  # one bad file: classify the rest one by one, the bad one gets an error row
+        rows = []
+        for p in paths:
+            try:
+                rows.append(_row(next(iter(stream_predict(backend, [p], **kw)))))
+            except ImageError as e:
+                rows.append({"path": p, "top1": None, "name": None, "confidence": None, "top5": [],
+                             "error": str(e)})
+        return rows
 
 
 ROW_KEYS = ("path", "top1", "name", "confidence", "top5")  # the answers; timings and thread counts vary by run
@@ -168,6 +173,8 @@ class ResultsWriter:
         if suffix not in (".jsonl", ".parquet"):
             raise ArgumentError(f"--output must end in .jsonl or .parquet (got {self.output.name})")
         self.parquet = suffix == ".parquet"
+        if self.parquet and importlib.util.find_spec("pyarrow") is None:
+            raise MissingDependency("--output .parquet", "ray", "missing pyarrow")
         self.journal = self.output.with_name(self.output.name + ".partial.jsonl") if self.parquet else self.output
         if self.parquet and self.output.exists() and not self.journal.exists():
             self.rows = self._read_parquet()
@@ -386,13 +393,16 @@ def predict_to_file(model, source, output, ray: bool = False, address: str | Non
     complete = False
     try:
         if todo:
-            y = YOLO(model, device=device)
-            results = y.predict(todo, imgsz=imgsz, batch=batch, device=device, stream=True,
-                                fast_preprocess=fast_preprocess)
-            for i, r in enumerate(results, start=writer.done):
-                writer.write({"index": i, **_row(r)})
+            backend = YOLO(model, device=device).backend(device)
+            kw = {"imgsz": imgsz, "fast_preprocess": fast_preprocess}
+            step = max(64, int(batch or 1))
+            for start in range(0, len(todo), step):
+                rows = predict_rows(backend, todo[start:start + step], int(batch or 1), **kw)
+                for i, row in enumerate(rows, start=writer.done + start):
+                    writer.write({"index": i, **row})
         complete = len(writer.rows) == len(paths)
     finally:
         writer.close(complete)
     return {"output": str(writer.output), "images": len(paths), "skipped_already_written": writer.done,
-            "predicted": len(todo), "errors": 0, "time_s": round(time.perf_counter() - t0, 3)}
+            "predicted": len(todo), "errors": sum(1 for r in writer.rows if r.get("error")),
+            "time_s": round(time.perf_counter() - t0, 3)}
