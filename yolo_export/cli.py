@@ -65,12 +65,13 @@ def _json_default(o):
 def run_command(fn, verbose: bool, as_json: bool = False):
     """Call ``fn``; turn any error into one line on stderr (and, with ``--json``, one ``{"error", "type"}`` document
     on stdout, ``type`` being one of ``errors.DOCUMENTED``) and its exit code; a traceback only with --verbose."""
-    from yolo_export.utils import LOGGER, set_verbosity
+    from yolo_export.utils import LOGGER, set_verbosity, sigterm_as_interrupt
 
     level = LOGGER.level
     set_verbosity(True if verbose else (False if as_json else None))
     try:
-        return fn()
+        with sigterm_as_interrupt():
+            return fn()
     except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - the CLI's job is to turn errors into one line
         if verbose:
             import traceback

@@ -152,3 +152,24 @@ def nearest(word: str, choices) -> str | None:
 
     m = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.4)
     return m[0] if m else None
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM ends the work as Ctrl-C does (a KeyboardInterrupt), so staging folders are removed on the way out and
+    the CLI says 'interrupted' (exit 130). Only the main thread can set a handler; elsewhere nothing changes."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)

@@ -579,20 +579,15 @@ class Trainer:
         return saved
 
     def train(self) -> dict:
-        import signal
-        import threading
+        from yolo_export.utils import sigterm_as_interrupt
 
         self.epoch = None
-        old = None
-        if threading.current_thread() is threading.main_thread():  # SIGTERM ends the run as Ctrl-C does
-            old = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
-            return self._train()
+            with sigterm_as_interrupt():  # SIGTERM ends the run as Ctrl-C does
+                return self._train()
         except KeyboardInterrupt:
             raise Interrupted(self._interrupted_line()) from None
         finally:
-            if old is not None:
-                signal.signal(signal.SIGTERM, old)
             self.ddp.close()
 
     def _interrupted_line(self) -> str:
@@ -799,10 +794,6 @@ def _same(a, b) -> bool:
     if a == b or str(a) == str(b):
         return True
     return isinstance(a, str) and isinstance(b, str) and Path(a).exists() and Path(a).resolve() == Path(b).resolve()
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def _scalar_metrics(m: dict) -> dict:
