@@ -38,6 +38,8 @@ class AutoBackend:
             self.backend.require_runtime()
             self.metadata = with_overrides(self.backend.read_metadata(self.path) or {}, overrides, model)
             self.runner = _load(self.backend, self.path, device, self.metadata, threads)
+        self._overrides = overrides
+        self._nc_checked = self.path is None
         self.format = self.backend.name
         self.threads = getattr(self.runner, "threads", None)   # what the runtime reports, for every timing
         self.names = {int(k): v for k, v in self.metadata["names"].items()}
@@ -65,6 +67,12 @@ class AutoBackend:
                                   f"{x.shape[-2]}x{x.shape[-1]} (export again with --imgsz {x.shape[-1]})")
         if self.layout == "NHWC":
             x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        out = self._run(x)
+        if not self._nc_checked:
+            self._check_nc(out.shape[1])
+        return out
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
         fb = self.fixed_batch
         if not fb or len(x) == fb:
             return np.asarray(self.runner(x), dtype=np.float32).reshape(len(x), -1)
@@ -78,6 +86,17 @@ class AutoBackend:
         return np.concatenate(outs)
 
     __call__ = run
+
+    def _check_nc(self, nc: int) -> None:
+        """The class names must name every output: a count that differs is the user's --names or a bad file."""
+        self._nc_checked = True
+        if nc != len(self.names):
+            from yolo_export.errors import ArgumentError, MetadataError
+
+            user = bool((self._overrides or {}).get("names") is not None)
+            where = "--names / names=" if user else f"the metadata of {self.path}"
+            raise (ArgumentError if user else MetadataError)(
+                f"{where} gives {len(self.names)} class names but the model has {nc} outputs")
 
     def close(self):
         close = getattr(self.runner, "close", None)
@@ -104,7 +123,9 @@ def with_overrides(meta: dict, overrides: dict | None, path) -> dict:
         if isinstance(names, str):
             names = [n.strip() for n in names.split(",")]
         items = names.items() if isinstance(names, dict) else enumerate(names)
-        meta["names"] = {int(k): str(v) for k, v in items}
+        given = {int(k): str(v) for k, v in items}
+        _check_names(given, meta.get("names"), path)
+        meta["names"] = given
     if imgsz and not meta.get("imgsz"):
         meta["imgsz"] = [int(imgsz), int(imgsz)]
     if names is not None or imgsz:
@@ -118,3 +139,13 @@ def with_overrides(meta: dict, overrides: dict | None, path) -> dict:
         raise MetadataError(f"{path} carries no {' or '.join(missing)} in its metadata; supply them: "
                             f"YOLO(path, names=[...], imgsz=N) or --names a,b,c --imgsz N")
     return meta
+
+
+def _check_names(given: dict, carried, path) -> None:
+    """User-supplied class names: none empty, and as many as the artefact's own when it carries some."""
+    from yolo_export.errors import ArgumentError
+
+    if not given or any(not v.strip() for v in given.values()):
+        raise ArgumentError("--names needs one non-empty name per class, comma-separated")
+    if carried and len(carried) != len(given):
+        raise ArgumentError(f"--names gives {len(given)} class names but {path} has {len(carried)} classes")
