@@ -121,15 +121,33 @@ def test_failed_download_leaves_no_lock(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_dataloader_workers_leave_no_temp_folders(tmp_path, tiny_pt):
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
+def _val_with_workers(tiny_pt, tmp) -> subprocess.CompletedProcess:
     env = {**os.environ, "TMPDIR": str(tmp), "OMP_NUM_THREADS": "1"}
     code = ("from yolo_export import YOLO\n"
             f"YOLO({str(tiny_pt)!r}).val(data='digits', workers=2, batch=64, progress=False)\n")
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_dataloader_workers_leave_no_temp_folders(tiny_pt):
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="yx", dir="/tmp"))  # short: workers put a Unix socket in there
+    try:
+        r = _val_with_workers(tiny_pt, tmp)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "main process" not in r.stderr  # the workers really ran
+        assert not [p.name for p in tmp.iterdir() if p.name.startswith("pymp-")]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_long_temp_path_loads_in_the_main_process_instead_of_hanging(tmp_path, tiny_pt):
+    tmp = tmp_path / ("t" * 90)  # past the Unix socket path limit once multiprocessing adds its folder
+    tmp.mkdir()
+    r = _val_with_workers(tiny_pt, tmp)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert not [p.name for p in tmp.iterdir() if p.name.startswith("pymp-")]
+    assert "too long a path" in r.stderr
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", pytest.param("onnx", marks=needs("onnxruntime", extra="onnx")),
@@ -156,3 +174,47 @@ def test_relative_paths_as_users_type_them(fmt, cli, tiny_pt, images, tmp_path, 
     code, out, err = cli("val", "--model", path, "--data", "ds", "--json")
     assert code == 0 and json.loads(out)["n"] == 10, err
     assert kept(before) == [] and leftovers(work) == []
+
+
+def test_predict_output_gives_a_bad_image_an_error_row(cli, pt_copy, images, tmp_path):
+    """--output (no Ray) keeps going past an unreadable image, as the Ray path does: that image gets an error row."""
+    import shutil
+
+    src = tmp_path / "imgs"
+    shutil.copytree(images, src)
+    (src / "broken.jpg").write_bytes(b"not an image")
+    out = tmp_path / "r.jsonl"
+    code, stdout, err = cli("predict", "--model", pt_copy, "--source", src, "--output", out, "--json")
+    assert code == 0, err
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 5 and [r["index"] for r in rows] == list(range(5))
+    bad = [r for r in rows if r["error"]]
+    assert [Path(r["path"]).name for r in bad] == ["broken.jpg"] and bad[0]["top1"] is None
+    assert all(r["top1"] is not None for r in rows if not r["error"])
+    assert json.loads(stdout)["errors"] == 1
+
+
+def test_sigterm_is_an_interrupt_and_leaves_no_staging(tmp_path):
+    """SIGTERM during any command: staging removed on the way out, one line, exit 130 (as Ctrl-C)."""
+    code = (
+        "import os, signal, time\n"
+        "from yolo_export.cli import run_command\n"
+        "from yolo_export.utils import staging_dir\n"
+        "def work():\n"
+        f"    with staging_dir({str(tmp_path / 'out.onnx')!r}):\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        time.sleep(30)\n"
+        "run_command(work, verbose=False)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 130, r.stderr
+    assert one_line(r.stderr) == "error: interrupted"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("names,words", [("a,b,c", "gives 3 class names"), (",", "one non-empty name per class")])
+def test_names_that_do_not_fit_the_model_exit_2(cli, pt_copy, images, names, words):
+    code, out, err = cli(pt_copy, "-f", "torchscript", "--json")
+    assert code == 0, err
+    art = json.loads(out)["path"]
+    code, out, err = cli("predict", "--model", art, "--source", images, "--names", names)
+    assert code == 2 and words in one_line(err)

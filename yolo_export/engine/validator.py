@@ -7,12 +7,15 @@ The same counting code (:func:`evaluate`) runs inside training, where counts are
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
 
 from yolo_export.errors import DatasetError, YoloExportError
 from yolo_export.utils import LOGGER
+
+AF_UNIX_PATH_MAX = 108  # bytes in a Unix socket path, with its terminating NUL (Linux)
 
 
 class Metrics(dict):
@@ -132,7 +135,13 @@ def make_loader(ds, batch: int, workers: int, sampler=None, pin: bool = False):
         # exit; made by each worker, it would be left behind in the system temp folder (workers skip finalizers)
         import multiprocessing.util
 
-        multiprocessing.util.get_temp_dir()
+        tmp = multiprocessing.util.get_temp_dir()
+        if len(os.fsencode(tmp)) + len("/listener-12345678") >= AF_UNIX_PATH_MAX:
+            # workers hand batches over through a Unix socket in that folder: past the limit they fail and the
+            # loader would wait for them forever
+            LOGGER.warning(f"loading data in the main process: the temporary folder {tmp} is too long a path "
+                           "for the sockets that loader workers use (set TMPDIR to a shorter one)")
+            workers = 0
     return DataLoader(ds, batch_size=max(1, int(batch)), sampler=sampler, num_workers=int(workers),
                       collate_fn=collate, pin_memory=pin, persistent_workers=int(workers) > 0)
 
