@@ -42,6 +42,14 @@ def test_cgroup_quota_caps_the_default(tmp_path, monkeypatch):
     assert th._cgroup_quota(v1) is None
 
 
+def test_default_is_half_the_cpus(monkeypatch):
+    monkeypatch.delenv(th.ENV, raising=False)
+    monkeypatch.setattr(th, "spinning_pools", lambda: False)
+    for cpus, expect in [(1, 1), (2, 1), (3, 1), (16, 8)]:
+        monkeypatch.setattr(th, "available_cpus", lambda root=None, c=cpus: c)
+        assert th.resolve(None) == expect and th.resolve(0) == expect
+
+
 def test_explicit_then_env_then_default(monkeypatch):
     monkeypatch.setenv(th.ENV, "3")
     assert th.resolve(2) == 2 and th.resolve(None) == 3

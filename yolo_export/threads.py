@@ -1,7 +1,10 @@
 """The thread policy, decided here for every runtime.
 
-How many threads: ``--threads N`` / ``threads=N`` > ``YOLO_EXPORT_THREADS`` > the CPUs this process really has
-(its affinity mask, capped by a cgroup CPU quota), never the machine's core count.
+How many threads: ``--threads N`` / ``threads=N`` > ``YOLO_EXPORT_THREADS`` > half the CPUs this process really has
+(its affinity mask, capped by a cgroup CPU quota; at least one), never the machine's core count. Half, because on
+this project's 2-CPU machines one thread beat two for batch-1 PyTorch and TorchScript predict both quiet and next
+to another PyTorch job (``benchmarks/load.py --quick --tasks predict --old-policy``): a waking or spinning second
+thread costs more than it brings on a small classifier, and the other half stays free for the other job.
 
 How idle threads wait: OpenMP's default is to spin (busy-wait) at every barrier. Next to another job that also
 spins (any PyTorch process), two pools fight for the same cores and a 1 ms forward pass becomes 70-400 ms
@@ -81,7 +84,12 @@ def resolve(threads=None) -> int:
         return _parse(env, ENV)
     if spinning_pools():
         return 1
-    return available_cpus()
+    return default_threads()
+
+
+def default_threads() -> int:
+    """Threads for inference when nobody chose: half the CPUs this process has, at least one."""
+    return max(1, available_cpus() // 2)
 
 
 def early_setup() -> None:
