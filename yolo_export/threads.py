@@ -157,13 +157,14 @@ def ort_options(opts, threads=None) -> int:
 
 
 def executorch_threads(threads=None) -> int | None:
-    """ExecuTorch's XNNPACK thread pool is process-wide: reset it to the policy's count; returns what it reports."""
-    n = resolve(threads)
+    """ExecuTorch's XNNPACK thread pool is process-wide and sized when it starts; returns what it reports.
+
+    It is left as it is: its only resize call is marked unsafe, and resizing a pool that a model has used crashed
+    the process (a segmentation fault in the benchmark matrix when the count went from 2 to 1)."""
+    resolve(threads)  # a bad --threads is still one line
     try:
         from executorch.extension.pybindings import portable_lib as pl
 
-        if pl._threadpool_get_thread_count() != n:
-            pl._unsafe_reset_threadpool(n)
         return int(pl._threadpool_get_thread_count())
     except (ImportError, AttributeError):
         return None
