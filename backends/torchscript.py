@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -84,13 +83,13 @@ class TorchScriptBackend(Backend):
     def read_metadata(self, path):
         """``extra/config.txt`` read straight from the zip archive: nothing in the file is loaded or run."""
         from yolo_export.errors import YoloExportError
-        from yolo_export.limits import loads_json, zip_member
+        from yolo_export.limits import is_zip, loads_json, zip_member
         from yolo_export.metadata import decode
 
         field = f"TorchScript extra/{EXTRA}"
         raw = zip_member(path, lambda name: name.split("/", 1)[-1] == f"extra/{EXTRA}", field)
         if raw is None:
-            if not zipfile.is_zipfile(path):
+            if not is_zip(path):
                 raise YoloExportError(f"{path} is not a TorchScript archive (not a zip file)")
             return {}
         try:

@@ -116,3 +116,27 @@ def test_zoo_download_cap_without_a_size(tmp_path, monkeypatch):
         srv.shutdown()
     assert "4,194,304" in str(e.value)
     assert not dst.exists() and not list(tmp_path.iterdir())
+
+
+# Found by the torchscript_metadata fuzz target: a zip64 end-of-directory locator naming several disks makes
+# zipfile.is_zipfile raise instead of answering.
+MULTI_DISK_ZIP = (
+    'UEsDBBQAAAAAACZfdB7MXZUxgl0sIFwicmVzaXplXCI6IDM2LCBcInN0ZFwiOiBbMSwgMSwgMV19In1QSwMEFAAAAAAAJh6CXdGe'
+    'Z1UCAAAAAgAAAAkAAABtL3ZlcnNpb24zClBLAagAAAAAAAAAAhQDFP////8AJh6CXXSVX8wxAQEAABIAAABtL2V4dHJhL2NvbmZp'
+    'Zy50eHR7ImRlc2NyaXB0aW9uIjogZnkiLCAiYmF0Y+giOiAiAABQSwYHAIABYQEAAG0vdmVyc2lvblBLBQYAAAAAAgACAQAAbS92'
+    'ZXJvaW5zUEsFDwAAAAACAAKAdwAAAIoBAAAAAA=='
+)
+
+
+def test_multi_disk_zip_record_is_one_of_our_errors(tmp_path):
+    import base64
+
+    from yolo_export import registry
+    from yolo_export.errors import YoloExportError
+    from yolo_export.limits import is_zip
+
+    p = tmp_path / "m.torchscript"
+    p.write_bytes(base64.b64decode(MULTI_DISK_ZIP))
+    assert is_zip(p) is False
+    with pytest.raises(YoloExportError):
+        registry.get("torchscript").read_metadata(p)

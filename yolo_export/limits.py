@@ -189,6 +189,17 @@ def _children(node, yaml) -> list:
     return []
 
 
+def is_zip(path) -> bool:
+    """``zipfile.is_zipfile`` that answers False instead of raising for a crafted end record (a zip64 locator that
+    names several disks makes the standard library raise ``BadZipFile`` from its yes/no check)."""
+    import zipfile
+
+    try:
+        return zipfile.is_zipfile(path)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError):
+        return False
+
+
 def zip_member(path, match, field: str):
     """Bytes of the first member of the zip at ``path`` whose name ``match(name)`` accepts; ``None`` when the file is
     not a zip or has no such member. The declared size is checked against the metadata budget from the central
