@@ -23,8 +23,6 @@ PENDING = {
     "yolo_export/serving.py build_app",
     "yolo_export/cli_train.py demo_cmd",
     "yolo_export/cli_train.py demo_cmd.go",
-    "yolo_export/zoo.py _fetch_once",
-    "yolo_export/zoo.py _check",
     "yolo_export/engine/benchmark.py _row",
     "yolo_export/engine/benchmark.py benchmark",
     "yolo_export/engine/exporter.py export",

@@ -192,18 +192,15 @@ _TYPES = {
 }
 
 
-def _check(v, s: dict, root: dict, at: str, errors: list[str]) -> None:  # noqa: C901 - one branch per keyword
+_KEYWORDS = _ANNOTATIONS | {"$ref", "type", "const", "enum", "pattern", "minLength", "minimum", "maximum", "required",
+                            "properties", "additionalProperties", "propertyNames", "minProperties", "items",
+                            "minItems", "allOf", "if", "then"}
+
+
+def _check(v, s: dict, root: dict, at: str, errors: list[str]) -> None:
     if "$ref" in s:
-        ref = s["$ref"]
-        if not ref.startswith("#/"):
-            raise ValueError(f"unsupported $ref {ref}")
-        target = root
-        for part in ref[2:].split("/"):
-            target = target[part]
-        _check(v, target, root, at, errors)
-    unknown = set(s) - _ANNOTATIONS - {"$ref", "type", "const", "enum", "pattern", "minLength", "minimum", "maximum",
-                                      "required", "properties", "additionalProperties", "propertyNames",
-                                      "minProperties", "items", "minItems", "allOf", "if", "then"}
+        _check(v, _resolve_ref(s["$ref"], root), root, at, errors)
+    unknown = set(s) - _KEYWORDS
     if unknown:
         raise ValueError(f"schema keyword(s) not supported by this checker: {', '.join(sorted(unknown))}")
     if "type" in s:
@@ -211,6 +208,31 @@ def _check(v, s: dict, root: dict, at: str, errors: list[str]) -> None:  # noqa:
         if not any(_TYPES[t](v) for t in types):
             errors.append(f"{at}: expected {' or '.join(types)}, got {_json_type(v)}")
             return
+    _check_value(v, s, at, errors)
+    if isinstance(v, dict):
+        _check_object(v, s, root, at, errors)
+    if isinstance(v, list):
+        _check_array(v, s, root, at, errors)
+    for sub in s.get("allOf", []):
+        _check(v, sub, root, at, errors)
+    if "if" in s:
+        trial: list[str] = []
+        _check(v, s["if"], root, at, trial)
+        if not trial and "then" in s:
+            _check(v, s["then"], root, at, errors)
+
+
+def _resolve_ref(ref: str, root: dict) -> dict:
+    if not ref.startswith("#/"):
+        raise ValueError(f"unsupported $ref {ref}")
+    target = root
+    for part in ref[2:].split("/"):
+        target = target[part]
+    return target
+
+
+def _check_value(v, s: dict, at: str, errors: list[str]) -> None:
+    """const, enum, and the string and number bounds."""
     if "const" in s and not _same(v, s["const"]):
         errors.append(f"{at}: must be {json.dumps(s['const'])}, got {json.dumps(v)}")
     if "enum" in s and not any(_same(v, c) for c in s["enum"]):
@@ -225,36 +247,33 @@ def _check(v, s: dict, root: dict, at: str, errors: list[str]) -> None:  # noqa:
             errors.append(f"{at}: {v} is below the minimum {s['minimum']}")
         if "maximum" in s and v > s["maximum"]:
             errors.append(f"{at}: {v} is above the maximum {s['maximum']}")
-    if isinstance(v, dict):
-        for k in s.get("required", []):
-            if k not in v:
-                errors.append(f"{at}: missing required key '{k}'")
-        if "minProperties" in s and len(v) < s["minProperties"]:
-            errors.append(f"{at}: needs at least {s['minProperties']} entries")
-        props = s.get("properties", {})
-        for k, sub in v.items():
-            where = f"{at}.{k}"
-            if "propertyNames" in s:
-                _check(k, s["propertyNames"], root, f"{where} (name)", errors)
-            if k in props:
-                _check(sub, props[k], root, where, errors)
-            elif s.get("additionalProperties") is False:
-                errors.append(f"{at}: unexpected key '{k}'")
-            elif isinstance(s.get("additionalProperties"), dict):
-                _check(sub, s["additionalProperties"], root, where, errors)
-    if isinstance(v, list):
-        if "minItems" in s and len(v) < s["minItems"]:
-            errors.append(f"{at}: needs at least {s['minItems']} item(s)")
-        if "items" in s:
-            for i, item in enumerate(v):
-                _check(item, s["items"], root, f"{at}[{i}]", errors)
-    for sub in s.get("allOf", []):
-        _check(v, sub, root, at, errors)
-    if "if" in s:
-        trial: list[str] = []
-        _check(v, s["if"], root, at, trial)
-        if not trial and "then" in s:
-            _check(v, s["then"], root, at, errors)
+
+
+def _check_object(v: dict, s: dict, root: dict, at: str, errors: list[str]) -> None:
+    for k in s.get("required", []):
+        if k not in v:
+            errors.append(f"{at}: missing required key '{k}'")
+    if "minProperties" in s and len(v) < s["minProperties"]:
+        errors.append(f"{at}: needs at least {s['minProperties']} entries")
+    props = s.get("properties", {})
+    for k, sub in v.items():
+        where = f"{at}.{k}"
+        if "propertyNames" in s:
+            _check(k, s["propertyNames"], root, f"{where} (name)", errors)
+        if k in props:
+            _check(sub, props[k], root, where, errors)
+        elif s.get("additionalProperties") is False:
+            errors.append(f"{at}: unexpected key '{k}'")
+        elif isinstance(s.get("additionalProperties"), dict):
+            _check(sub, s["additionalProperties"], root, where, errors)
+
+
+def _check_array(v: list, s: dict, root: dict, at: str, errors: list[str]) -> None:
+    if "minItems" in s and len(v) < s["minItems"]:
+        errors.append(f"{at}: needs at least {s['minItems']} item(s)")
+    if "items" in s:
+        for i, item in enumerate(v):
+            _check(item, s["items"], root, f"{at}[{i}]", errors)
 
 
 def _same(a, b) -> bool:
@@ -397,14 +416,38 @@ def _fetch_once(url: str, part: Path, side: Path, *, size, timeout, progress, de
     offset = part.stat().st_size if part.exists() and state.get("url") == url else 0
     if offset == 0:
         _discard(part, side)
+    resp = _open(url, offset, state.get("validator"), timeout, part, side)
+    with contextlib.closing(resp):
+        offset, mode, total = _extent(resp, url, offset, part, side)
+        if size is not None and total is not None and total != size:
+            _discard(part, side)
+            raise _Fatal(f"size mismatch: {_short(url)} offers {total} bytes, the manifest expects {size}")
+        cap = _download_cap(size)
+        if total is not None and total > cap:
+            _discard(part, side)
+            raise _Fatal(_too_big(url, f"offers {total:,} bytes", size))
+        validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
+        atomic_write_bytes(side, json.dumps({"url": url, "validator": validator, "total": total}).encode())
+        if offset:
+            LOGGER.info(f"{desc}: resuming at {offset / 1e6:.1f} MB")
+        got = _stream(resp, url, part, side, mode, offset, total, cap, size, progress, desc)
+        if total is not None and got < total:
+            raise _Transient(f"connection closed after {got} of {total} bytes from {_short(url)}")
+        if total is not None and got > total:
+            _discard(part, side)
+            raise _Fatal(f"{_short(url)} sent {got} bytes, more than the {total} it announced")
+
+
+def _open(url: str, offset: int, validator: str | None, timeout: float, part: Path, side: Path):
+    """The response to a GET of ``url`` (from byte ``offset`` when > 0); failures as ``_Transient``/``_Fatal``."""
     headers = {"User-Agent": _user_agent(), "Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
-        if state.get("validator"):
-            headers["If-Range"] = state["validator"]
+        if validator:
+            headers["If-Range"] = validator
     req = urllib.request.Request(url, headers=headers)
     try:
-        resp = urllib.request.urlopen(req, timeout=timeout)  # noqa: S310 - http(s)/file URLs from the manifest
+        return urllib.request.urlopen(req, timeout=timeout)  # noqa: S310 - http(s)/file URLs from the manifest
     except urllib.error.HTTPError as e:
         e.close()
         if e.code == 416 and offset:
@@ -423,57 +466,45 @@ def _fetch_once(url: str, part: Path, side: Path, *, size, timeout, progress, de
         raise _Transient(f"no answer from {_short(url)} within {timeout:g}s ({e})") from None
     except (ConnectionError, OSError, http.client.HTTPException) as e:
         raise _Transient(f"connection to {_short(url)} failed ({type(e).__name__}: {e})") from None
-    with contextlib.closing(resp):
-        status = getattr(resp, "status", None) or 200
-        total = None
-        if status == 206:
-            m = re.match(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", resp.headers.get("Content-Range", ""))
-            if not m or int(m.group(1)) != offset:
-                _discard(part, side)
-                raise _Transient(f"{_short(url)} answered the resume request with a wrong range; starting over")
-            total = int(m.group(3)) if m.group(3) != "*" else None
-            mode = "ab"
-        else:
-            offset, mode = 0, "wb"
-            cl = resp.headers.get("Content-Length")
-            total = int(cl) if cl and cl.isdigit() else None
-        if size is not None and total is not None and total != size:
-            _discard(part, side)
-            raise _Fatal(f"size mismatch: {_short(url)} offers {total} bytes, the manifest expects {size}")
-        cap = _download_cap(size)
-        if total is not None and total > cap:
-            _discard(part, side)
-            raise _Fatal(_too_big(url, f"offers {total:,} bytes", size))
-        validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
-        atomic_write_bytes(side, json.dumps({"url": url, "validator": validator, "total": total}).encode())
-        if offset:
-            LOGGER.info(f"{desc}: resuming at {offset / 1e6:.1f} MB")
-        got = offset
-        from tqdm import tqdm
 
-        with open(part, mode) as f, tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                                         desc=desc, disable=None if progress else True, leave=False,
-                                         dynamic_ncols=True) as bar:
-            while True:
-                try:
-                    chunk = resp.read(CHUNK)
-                except Exception as e:  # noqa: BLE001 - IncompleteRead, reset, timeout: all mean "try again"
-                    raise _Transient(f"connection lost after {got} bytes from {_short(url)} "
-                                     f"({type(e).__name__})") from None
-                if not chunk:
-                    break
-                if got + len(chunk) > cap:
-                    f.close()
-                    _discard(part, side)
-                    raise _Fatal(_too_big(url, f"sent more than {cap:,} bytes", size))
-                f.write(chunk)
-                got += len(chunk)
-                bar.update(len(chunk))
-        if total is not None and got < total:
-            raise _Transient(f"connection closed after {got} of {total} bytes from {_short(url)}")
-        if total is not None and got > total:
+
+def _extent(resp, url: str, offset: int, part: Path, side: Path) -> tuple[int, str, int | None]:
+    """(offset, file mode, total size or None) from the response: a 206 continues ``part``, anything else restarts."""
+    status = getattr(resp, "status", None) or 200
+    if status == 206:
+        m = re.match(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", resp.headers.get("Content-Range", ""))
+        if not m or int(m.group(1)) != offset:
             _discard(part, side)
-            raise _Fatal(f"{_short(url)} sent {got} bytes, more than the {total} it announced")
+            raise _Transient(f"{_short(url)} answered the resume request with a wrong range; starting over")
+        return offset, "ab", (int(m.group(3)) if m.group(3) != "*" else None)
+    cl = resp.headers.get("Content-Length")
+    return 0, "wb", (int(cl) if cl and cl.isdigit() else None)
+
+
+def _stream(resp, url: str, part: Path, side: Path, mode: str, offset: int, total, cap: int, size, progress,
+            desc) -> int:
+    """Copy the response body onto ``part`` (never past ``cap`` bytes) with a progress bar; the bytes it now holds."""
+    from tqdm import tqdm
+
+    got = offset
+    with open(part, mode) as f, tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+                                     desc=desc, disable=None if progress else True, leave=False,
+                                     dynamic_ncols=True) as bar:
+        while True:
+            try:
+                chunk = resp.read(CHUNK)
+            except Exception as e:  # noqa: BLE001 - IncompleteRead, reset, timeout: all mean "try again"
+                raise _Transient(f"connection lost after {got} bytes from {_short(url)} "
+                                 f"({type(e).__name__})") from None
+            if not chunk:
+                return got
+            if got + len(chunk) > cap:
+                f.close()
+                _discard(part, side)
+                raise _Fatal(_too_big(url, f"sent more than {cap:,} bytes", size))
+            f.write(chunk)
+            got += len(chunk)
+            bar.update(len(chunk))
 
 
 def _download_cap(size: int | None) -> int:
