@@ -3,9 +3,8 @@
 Importing this package is cheap: torch and every backend library are imported lazily.
 """
 
+from yolo_export._version import __version__
 from yolo_export.threads import early_setup as _early_setup
-
-__version__ = "0.1.0"
 
 _early_setup()  # before torch loads: OpenMP threads sleep when idle (see yolo_export/threads.py)
 

@@ -23,7 +23,7 @@ LICENSE = "AGPL-3.0 License"
 
 
 def build(model, *, imgsz: int, batch: int, args: dict, preprocess: dict, fmt: str) -> dict:
-    from yolo_export import __version__
+    from yolo_export._version import __version__
 
     scale = getattr(model, "scale", None) or ""
     return {

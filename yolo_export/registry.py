@@ -177,7 +177,7 @@ class ExportContext:
 
     def calibration_images(self, n: int | None = None) -> np.ndarray:
         """float32 NCHW images for INT8 calibration: from ``--data`` (the train split), else generated."""
-        from yolo_export.verify import calibration_batch
+        from yolo_export.data.samples import calibration_batch
 
         n = int(n or self.args.get("calib_images") or 256)
         return calibration_batch(self.args.get("data"), self.imgsz, n, self.metadata.get("preprocess"),

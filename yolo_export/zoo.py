@@ -532,7 +532,7 @@ def _read_json(path: Path) -> dict:
 
 
 def _user_agent() -> str:
-    from yolo_export import __version__
+    from yolo_export._version import __version__
 
     return f"yolo-export/{__version__} (+urllib)"
 

@@ -118,7 +118,7 @@ def check_calibration(args: dict, backend=None) -> str | None:
         raise ArgumentError("--int8 needs calibration images: pass --data (an ImageFolder root or 'digits'), or "
                             "--calib synthetic to calibrate on generated noise")
     from yolo_export.data.datasets import resolve_dataset
-    from yolo_export.verify import list_split_images
+    from yolo_export.data.samples import list_split_images
 
     root = resolve_dataset(args["data"])
     if not list_split_images(root, "train"):

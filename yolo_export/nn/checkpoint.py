@@ -29,7 +29,7 @@ FORMAT_VERSION = 2
 def save_checkpoint(path: str | Path, model, *, half: bool = True, extra: dict | None = None,
                     preprocess: dict | None = None) -> Path:
     """Write ``model`` (a ClassificationModel) as a plain dict, atomically."""
-    from yolo_export import __version__
+    from yolo_export._version import __version__
     from yolo_export.utils import atomic_write_bytes
 
     sd = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
