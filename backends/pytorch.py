@@ -10,6 +10,8 @@ from yolo_export.registry import Backend, Runner, register
 
 
 class ModuleRunner(Runner):
+    any_imgsz = True    # a live module takes any input size
+
     def __init__(self, model, device="cpu", half=False, threads: int | None = None):
         import torch
 
@@ -46,6 +48,7 @@ class PyTorchBackend(Backend):
     extra = ""
     requires = ("torch",)
     args = frozenset({"half"})
+    is_source = True
 
     def check_args(self, args):
         super().check_args(args)
@@ -56,6 +59,9 @@ class PyTorchBackend(Backend):
         out = ctx.workdir / f"{ctx.stem}.pt"
         save_checkpoint(out, ctx.model, half=bool(ctx.args.get("half")), preprocess=ctx.metadata.get("preprocess"))
         return out
+
+    def module_runner(self, model, device="cpu", half=False, threads=None):
+        return ModuleRunner(model, device=device, half=half, threads=threads)
 
     def load(self, path: Path, device, metadata, threads=None):
         from yolo_export.nn.checkpoint import build_from_checkpoint, load_checkpoint

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from yolo_export.errors import NotAvailable, YoloExportError
+from yolo_export.metadata import encode
 from yolo_export.registry import Backend, Runner, register
 
 TF_REQUIRES = ("tensorflow", "onnx2tf", "tf_keras", "onnx", "onnxruntime", "onnx_graphsurgeon", "sng4onnx",
@@ -262,7 +263,7 @@ class GraphDefBackend(_TFBase):
         sm = ctx.build("saved_model")
         out = ctx.workdir / f"{ctx.stem}.pb"
         blob = ctx.workdir / "pb-metadata.json"
-        blob.write_text(json.dumps(_jsonable(_layout_meta(ctx.metadata))))
+        blob.write_text(json.dumps(encode(_layout_meta(ctx.metadata))))
         run_worker("pb", "frozen GraphDef conversion", saved_model=Path(sm), out=out, blob=blob, node=GRAPH_META_NODE)
         return out
 
@@ -279,7 +280,7 @@ class GraphDefBackend(_TFBase):
         gd = tf.compat.v1.GraphDef()
         gd.ParseFromString(Path(path).read_bytes())
         info = _graph_info(tf, gd)
-        info["metadata"] = _jsonable(meta)
+        info["metadata"] = encode(meta)
         add_metadata_node(tf, gd, GRAPH_META_NODE, json.dumps(info))
         atomic_write_bytes(path, gd.SerializeToString())
 
@@ -290,12 +291,6 @@ class GraphDefBackend(_TFBase):
         gd = tf.compat.v1.GraphDef()
         gd.ParseFromString(Path(path).read_bytes())
         return decode(_graph_info(tf, gd).get("metadata") or {}, path)
-
-
-def _jsonable(meta: dict) -> dict:
-    from yolo_export.metadata import encode
-
-    return encode(meta)
 
 
 # ------------------------------------------------------------------------------------------ TFLite
@@ -360,7 +355,7 @@ def tflite_embed(path: Path, meta: dict) -> None:
     buf = io.BytesIO()
     buf.write(raw)
     with zipfile.ZipFile(buf, "a", compression=zipfile.ZIP_DEFLATED) as z:
-        z.writestr(TFLITE_META, json.dumps(_jsonable(meta)))
+        z.writestr(TFLITE_META, json.dumps(encode(meta)))
     atomic_write_bytes(path, buf.getvalue())
 
 

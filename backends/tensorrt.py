@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import json
 import logging
 import os
 import re
@@ -40,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from yolo_export.errors import ArgumentError, MissingDependency, NotAvailable, YoloExportError
+from yolo_export.metadata import to_json
 from yolo_export.registry import Backend, Runner, register
 
 HEADER_LEN = struct.Struct("<I")          # 4-byte little-endian length of the JSON header
@@ -50,21 +50,9 @@ MIN_MAJOR = 10                            # the API this module is written to
 
 
 # ----------------------------------------------------------------------------------------- header (no TensorRT)
-def _jsonable(v):
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (bool, int, float, str)) or v is None:
-        return v
-    if hasattr(v, "item"):
-        return v.item()
-    return str(v)
-
-
 def encode_header(meta: dict) -> bytes:
     """Metadata -> length prefix + UTF-8 JSON. Values stay JSON-native (a reader of this convention parses JSON)."""
-    body = json.dumps(_jsonable(meta), ensure_ascii=False, sort_keys=False).encode("utf-8")
+    body = to_json(meta, ensure_ascii=False, sort_keys=False).encode("utf-8")
     if len(body) > MAX_HEADER:
         raise YoloExportError(f"engine metadata is too large ({len(body)} bytes)")
     return HEADER_LEN.pack(len(body)) + body

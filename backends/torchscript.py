@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from yolo_export.errors import ArgumentError
+from yolo_export.metadata import to_json
 from yolo_export.registry import Backend, Runner, register
 
 EXTRA = "config.txt"
@@ -108,12 +108,8 @@ def _save(module, path: Path, meta: dict) -> None:
     from yolo_export.utils import atomic_write_bytes
 
     buf = io.BytesIO()
-    torch.jit.save(module, buf, _extra_files={EXTRA: json.dumps(_jsonable(meta))})
+    torch.jit.save(module, buf, _extra_files={EXTRA: to_json(meta)})
     atomic_write_bytes(path, buf.getvalue())
-
-
-def _jsonable(meta: dict) -> dict:
-    return json.loads(json.dumps(meta, default=str))
 
 
 def warm_up(runner, metadata: dict) -> None:

@@ -282,7 +282,7 @@ def test_default_budgets_admit_real_models():
     enc = metadata.encode(meta)
     assert metadata.decode(enc)["names"] == names
     assert limits.text_depth(enc["names"]) <= limits.DEPTH.limit
-    text = json.dumps(metadata._literal(meta))                 # the YAML budget on the same tree (C composer: fast)
+    text = json.dumps(metadata.plain(meta))                 # the YAML budget on the same tree (C composer: fast)
     node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     assert limits._expanded_nodes(node, "metadata.yaml", None) < limits.NODES.limit
     assert len(text) < limits.METADATA_BYTES.limit

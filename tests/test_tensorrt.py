@@ -252,7 +252,7 @@ def _context(tiny_yolo, trt_backend, tmp_path, **given):
     meta = md.build(model, imgsz=IMGSZ, batch=args["batch"], args=_meta_args(args), preprocess=pp, fmt="engine")
     sample = torch.zeros(args["batch"], 3, IMGSZ, IMGSZ)
     return ExportContext(model=model, sample=sample, args=args, metadata=meta, workdir=tmp_path, stem="tiny",
-                         device=torch.device("cpu"), source=tiny_yolo)
+                         device=torch.device("cpu"))
 
 
 def _reference(tiny_yolo, x):

@@ -1,4 +1,11 @@
-"""One runner for every format: picks the backend by suffix/dir, reads the metadata, returns probabilities."""
+"""A loaded model, one class for every format: picks the format's backend by suffix/dir, reads the metadata, loads
+the runner, and returns probabilities.
+
+Three words, three things: a **backend** (``registry.Backend``, one class per format in ``backends/``) declares and
+handles one format; a **runner** (``registry.Runner``, what ``Backend.load`` returns) runs one model in its runtime;
+a **loaded model** (``LoadedModel`` here, the historical name ``AutoBackend`` kept) is a model ready to predict:
+its backend, metadata, preprocessing and runner together.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +18,12 @@ from yolo_export.data.transforms import default_preprocess
 from yolo_export.errors import YoloExportError
 
 
-class AutoBackend:
-    """``AutoBackend(path)(x)`` -> (N, nc) float32 probabilities for an NCHW float32 batch ``x``.
+class LoadedModel:
+    """``LoadedModel(path)(x)`` -> (N, nc) float32 probabilities for an NCHW float32 batch ``x``; ``path`` may also
+    be a live torch module (run by the source format's backend).
 
-    Attributes: ``format``, ``metadata``, ``names``, ``imgsz``, ``preprocess``, ``layout``, ``dynamic``.
+    Attributes: ``format``, ``backend``, ``runner``, ``metadata``, ``names``, ``imgsz``, ``preprocess``,
+    ``layout``, ``dynamic``, ``dynamic_imgsz``, ``fixed_batch``, ``threads``.
     """
 
     def __init__(self, model, device: str = "cpu", half: bool = False, backend=None, threads: int | None = None,
@@ -23,11 +32,9 @@ class AutoBackend:
 
         threads = resolve(threads)
         if not isinstance(model, (str, Path)):
-            from yolo_export.backends.pytorch import ModuleRunner
-
             self.path = None
-            self.backend = registry.get("pytorch")
-            self.runner = ModuleRunner(model, device=device, half=half, threads=threads)
+            self.backend = registry.source_backend()
+            self.runner = self.backend.module_runner(model, device=device, half=half, threads=threads)
             imgsz = int(getattr(model, "imgsz", 224))
             self.metadata = {"names": dict(model.names), "imgsz": [imgsz, imgsz], "batch": 1,
                              "preprocess": getattr(model, "preprocess", None) or default_preprocess(imgsz),
@@ -49,7 +56,7 @@ class AutoBackend:
         self.layout = self.preprocess.get("layout", self.backend.layout)
         args = self.metadata.get("args") or {}
         self.dynamic = bool(args.get("dynamic")) or self.path is None
-        self.dynamic_imgsz = self.backend.name == "pytorch"
+        self.dynamic_imgsz = bool(getattr(self.runner, "any_imgsz", False))
         self.fixed_batch = getattr(self.runner, "fixed_batch", None)
         if self.fixed_batch is None and not self.dynamic and self.path is not None:
             self.fixed_batch = int(self.metadata.get("batch") or 1)
@@ -102,6 +109,9 @@ class AutoBackend:
         close = getattr(self.runner, "close", None)
         if close:
             close()
+
+
+AutoBackend = LoadedModel   # the earlier name, kept for users' code
 
 
 def _load(backend, path, device, metadata, threads):

@@ -49,17 +49,9 @@ def usage(e, argv: list) -> None:
 
 
 def emit_json(obj) -> None:
-    click.echo(json.dumps(obj, default=_json_default))
+    from yolo_export.metadata import plain   # the one encoding rule (NumPy values, results, paths)
 
-
-def _json_default(o):
-    if hasattr(o, "item"):
-        return o.item()
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    if hasattr(o, "to_dict"):
-        return o.to_dict()
-    return str(o)
+    click.echo(json.dumps(obj, default=plain))
 
 
 def run_command(fn, verbose: bool, as_json: bool = False):

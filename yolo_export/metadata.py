@@ -53,22 +53,40 @@ def encode(meta: dict) -> dict[str, str]:
         if k in JSON_KEYS:
             out[k] = json.dumps(v, sort_keys=True)
         elif k in LITERAL_KEYS or not isinstance(v, str):
-            out[k] = repr(_literal(v))
+            out[k] = repr(plain(v))
         else:
             out[k] = v
     return out
 
 
-def _literal(v):
+_SCALARS = (bool, int, float, str, type(None))
+
+
+def plain(v):
+    """Any value -> plain Python data (dict, list, str, int, float, bool, None): the one encoding rule behind every
+    carrier (Python-literal text, JSON, YAML) and the CLI's JSON. NumPy/torch scalars and arrays become numbers and
+    lists, objects with ``to_dict`` (results) their dict, anything else its ``str``; keys stay scalars."""
     if isinstance(v, dict):
-        return {_literal(k): _literal(x) for k, x in v.items()}
+        return {_key(k): plain(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_literal(x) for x in v]
-    if isinstance(v, (bool, int, float, str)) or v is None:
+        return [plain(x) for x in v]
+    if isinstance(v, _SCALARS):
         return v
-    if hasattr(v, "item"):
-        return v.item()
+    if hasattr(v, "tolist"):
+        return plain(v.tolist())
+    if hasattr(v, "to_dict"):
+        return plain(v.to_dict())
     return str(v)
+
+
+def _key(k):
+    k = k.tolist() if hasattr(k, "tolist") else k       # a NumPy integer key is the integer
+    return k if isinstance(k, _SCALARS) else str(k)
+
+
+def to_json(meta, **kwargs) -> str:
+    """``meta`` as JSON text through :func:`plain` (carriers that hold JSON: TorchScript, TensorRT's header)."""
+    return json.dumps(plain(meta), **kwargs)
 
 
 def decode(raw: dict, source=None) -> dict:
@@ -189,7 +207,7 @@ def to_yaml_text(meta: dict) -> str:
     """metadata.yaml for directory formats: plain YAML types only (read back with yaml.safe_load)."""
     import yaml
 
-    return yaml.safe_dump(_literal(meta), sort_keys=False, allow_unicode=True)
+    return yaml.safe_dump(plain(meta), sort_keys=False, allow_unicode=True)
 
 
 def from_yaml_text(text: str | bytes, source=None) -> dict:

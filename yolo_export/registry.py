@@ -107,12 +107,15 @@ def check_range(name: str, value):
 
 
 class Runner:
-    """A loaded artefact: call it with a float32 batch in the artefact's layout; get (N, nc) probabilities.
+    """What runs a model in its runtime (returned by ``Backend.load``): call it with a float32 batch in the model's
+    layout; get (N, nc) probabilities. The capabilities it reports:
 
-    ``fixed_batch``: the only batch size the artefact takes (AutoBackend splits and pads), or None.
+    ``fixed_batch``: the only batch size the artefact takes (``LoadedModel`` splits and pads), or None;
+    ``any_imgsz``: it takes any square input size (a live module), not only the size it was exported at.
     """
 
     fixed_batch: int | None = None
+    any_imgsz: bool = False
     device: str = "cpu"
     threads: int | None = None   # the runtime's own thread count, as it reports it (None: not a CPU runtime)
 
@@ -144,12 +147,26 @@ class ExportContext:
     workdir: Path
     stem: str
     device: Any
-    source: Any = None           # the YOLO object exported from (for data, names, preprocess)
     _cache: dict = field(default_factory=dict)
 
     @property
     def imgsz(self) -> int:
         return int(self.sample.shape[-1])
+
+    @property
+    def names(self) -> dict:
+        """``{index: class name}`` of the model."""
+        return self.metadata["names"]
+
+    @property
+    def preprocess(self) -> dict:
+        """The preprocessing the model expects (resize, crop, mean, std, layout...), as its metadata records it."""
+        return self.metadata["preprocess"]
+
+    @property
+    def data(self):
+        """``--data`` (a dataset name or ImageFolder root), or None."""
+        return self.args.get("data")
 
     @property
     def precision(self) -> str:
@@ -170,7 +187,7 @@ class ExportContext:
         sub = self.workdir / f"{fmt}-{len(self._cache)}"
         sub.mkdir(parents=True, exist_ok=True)
         ctx = ExportContext(self.model, self.sample, args, dict(self.metadata, format=fmt), sub, self.stem,
-                            self.device, self.source)
+                            self.device)
         path = backend.export(ctx)
         self._cache[key] = path
         return path
@@ -180,7 +197,7 @@ class ExportContext:
         from yolo_export.data.samples import calibration_batch
 
         n = int(n or self.args.get("calib_images") or 256)
-        return calibration_batch(self.args.get("data"), self.imgsz, n, self.metadata.get("preprocess"),
+        return calibration_batch(self.data, self.imgsz, n, self.metadata.get("preprocess"),
                                  fraction=self.args.get("fraction"))
 
 
@@ -219,6 +236,9 @@ class Backend:
     tolerance: dict = {"fp32": (1e-4, 1.0), "fp16": (1e-2, 0.99), "int8": (None, 0.5)}
     builds_on: str | None = None
     can_predict: bool = True
+    # The format of the in-memory model itself (the .pt): it runs a live torch module (``module_runner``), is the
+    # reference every export is compared with, and is no export target of the benchmark matrix. One built-in.
+    is_source: bool = False
 
     # -- availability --------------------------------------------------------------------------
     def missing(self) -> list[str]:
@@ -310,6 +330,10 @@ class Backend:
     def load(self, path: Path, device: str, metadata: dict, threads: int | None = None) -> Runner:  # pragma: no cover
         """``threads``: CPU threads for the runtime (already resolved by ``yolo_export.threads``)."""
         raise NotImplementedError
+
+    def module_runner(self, model, device: str = "cpu", half: bool = False, threads: int | None = None) -> Runner:
+        """A runner for a live torch module (``is_source`` formats only)."""
+        raise NotImplementedError(f"{self.name} does not run in-memory modules")
 
     def write_metadata(self, path: Path, meta: dict) -> None:
         """Default for directory formats: ``metadata.yaml`` beside the model."""
@@ -450,6 +474,15 @@ def get(fmt: str) -> Backend:
     guess = FAMILIES[guess][0] if guess in FAMILIES else _ALIASES.get(guess, guess) if guess else None
     hint = f"; did you mean '{guess}'?" if guess else ""
     raise ArgumentError(f"unknown format '{fmt}'{hint} (formats: {', '.join(_REGISTRY)})")
+
+
+def source_backend() -> Backend:
+    """The backend of in-memory models (``Backend.is_source``): the format a ``.yaml`` / ``.pt`` model is in."""
+    _load_all()
+    for b in _REGISTRY.values():   # built-ins register first, so a plugin cannot take this role
+        if b.is_source:
+            return b
+    raise YoloExportError("no backend runs in-memory models (is the built-in PyTorch backend missing?)")
 
 
 def for_path(path: str | Path) -> Backend:

@@ -76,7 +76,7 @@ def export(source, format: str = "onnx", **kwargs) -> ExportResult:
     with staging_dir(out) as wd:
         ctx = registry.ExportContext(model=model, sample=sample, args=args, metadata=meta, workdir=wd,
                                      stem=out.name.removesuffix(backend.suffix) if not backend.is_dir else base.name,
-                                     device=device, source=source)
+                                     device=device)
         LOGGER.info(f"exporting to {backend.title or backend.name} ({registry.precision_of(args)}, imgsz {imgsz}, "
                     f"batch {batch}{', dynamic' if args.get('dynamic') else ''})...")
         art = Path(backend.export(ctx))

@@ -16,6 +16,9 @@ class YOLO:
 
     ``model(source)`` / ``model.predict(source, imgsz=, batch=, device=, stream=)`` return ``Results``;
     ``export``, ``train``, ``val`` and ``info`` work on the PyTorch model (train/val on artefacts too for val).
+
+    ``format`` / ``format_backend``: the model's format (name / ``registry.Backend``); ``loaded_model()`` the model
+    loaded in its runtime (``autobackend.LoadedModel``, cached; ``backend()`` is its earlier name).
     """
 
     def __init__(self, model: str | Path = "yolov8n-cls.yaml", scale: str | None = None, nc: int | None = None,
@@ -27,7 +30,7 @@ class YOLO:
         self.ckpt = None
         self.ckpt_path: str | None = None
         self.model_name: str | None = None
-        self.format = "pytorch"
+        self._format_backend = None  # the registry Backend of an artefact; None: the in-memory model's (source) format
         self.device = device or "cpu"
         self.threads = threads      # None: YOLO_EXPORT_THREADS, else the CPUs this process has (yolo_export.threads)
         self._backend = None
@@ -56,12 +59,10 @@ class YOLO:
         else:
             from yolo_export import registry
 
-            backend = registry.for_path(p)
-            self._artefact_backend = backend
-            self.format = backend.name
+            self._format_backend = registry.for_path(p)
             self.ckpt_path = str(p)
             self.model_name = p.stem
-            self._backend_path = p
+            self._artefact_path = p
             self._overrides = {"names": names, "imgsz": imgsz}
 
     def _load_pt(self, p: Path):
@@ -73,6 +74,34 @@ class YOLO:
         self.model_name = p.stem
 
     # ------------------------------------------------------------------------------ properties
+    @property
+    def format_backend(self):
+        """The ``registry.Backend`` of this model's format (for a .yaml / .pt model: the source format's)."""
+        if self.model is not None or self._format_backend is None:
+            from yolo_export import registry
+
+            return registry.source_backend()
+        return self._format_backend
+
+    @property
+    def format(self) -> str:
+        return self.format_backend.name
+
+    @format.setter
+    def format(self, value) -> None:   # the trainer's old way of saying "now a PyTorch model": see ``adopt``
+        if self.model is None or value != self.format:
+            raise AttributeError("YOLO.format follows the model; use YOLO.adopt(model, ...) to swap models")
+
+    def adopt(self, model, ckpt: dict | None = None, path: str | Path | None = None) -> YOLO:
+        """Hold ``model`` (a torch module, e.g. the best weights after training) from now on, with its checkpoint
+        dict and file; any model loaded in a runtime before is forgotten."""
+        self.model, self.ckpt = model, ckpt
+        self.ckpt_path = str(path) if path is not None else None
+        self.model_name = Path(path).stem if path is not None else self.model_name
+        self._format_backend = None
+        self._backend = self._backend_key = None
+        return self
+
     @property
     def names(self) -> dict:
         if self.model is not None:
@@ -100,28 +129,31 @@ class YOLO:
         if self._backend is not None:
             return self._backend.metadata
         if self.model is not None:
-            return self.backend().metadata
+            return self.loaded_model().metadata
         if getattr(self, "_metadata", None) is None:
             from yolo_export.autobackend import with_overrides
 
-            raw = self._artefact_backend.read_metadata(self._backend_path) or {}
-            self._metadata = with_overrides(raw, self._overrides, self._backend_path)
+            raw = self._format_backend.read_metadata(self._artefact_path) or {}
+            self._metadata = with_overrides(raw, self._overrides, self._artefact_path)
         return self._metadata
 
-    def backend(self, device: str | None = None, half: bool = False, threads: int | None = None):
-        from yolo_export.autobackend import AutoBackend
+    def loaded_model(self, device: str | None = None, half: bool = False, threads: int | None = None):
+        """This model loaded in its runtime (``autobackend.LoadedModel``), kept while device/half/threads stay."""
+        from yolo_export.autobackend import LoadedModel
 
         device = device or self.device
         threads = threads or self.threads
         key = (device, half, threads)
         if self._backend is None or self._backend_key != key:
             if self.model is not None:
-                self._backend = AutoBackend(self.model, device=device, half=half, threads=threads)
+                self._backend = LoadedModel(self.model, device=device, half=half, threads=threads)
             else:
-                self._backend = AutoBackend(self._backend_path, device=device, threads=threads,
-                                            overrides=self._overrides)
+                self._backend = LoadedModel(self._artefact_path, device=device, threads=threads,
+                                            backend=self._format_backend, overrides=self._overrides)
             self._backend_key = key
         return self._backend
+
+    backend = loaded_model    # the earlier name, kept for users' code
 
     # ------------------------------------------------------------------------------ predict
     def predict(self, source, imgsz: int | None = None, batch: int = 1, device: str | None = None,
@@ -129,7 +161,7 @@ class YOLO:
                 threads: int | None = None):
         from yolo_export.engine.predictor import stream_predict
 
-        gen = stream_predict(self.backend(device, half, threads), source, imgsz=imgsz, batch=batch, verbose=verbose,
+        gen = stream_predict(self.loaded_model(device, half, threads), source, imgsz=imgsz, batch=batch, verbose=verbose,
                              fast_preprocess=fast_preprocess)
         return gen if stream else list(gen)
 
@@ -182,10 +214,10 @@ class YOLO:
         """params / GFLOPs counted from an artefact's graph, or None with the reason (never an exception)."""
         from yolo_export.errors import user_error
 
-        b = self._artefact_backend
+        b = self._format_backend
         try:
             b.require_runtime()
-            return b.graph_stats(self._backend_path)
+            return b.graph_stats(self._artefact_path)
         except Exception as e:  # noqa: BLE001 - info still reports everything else
             return {"params": None, "gflops": None, "stats_reason": str(user_error(e)).splitlines()[0]}
 

@@ -1,4 +1,4 @@
-"""The predict loop shared by every format: sources -> preprocess (defined once) -> backend -> Results."""
+"""The predict loop shared by every format: sources -> preprocess (defined once) -> the loaded model -> Results."""
 
 from __future__ import annotations
 
@@ -15,27 +15,27 @@ from yolo_export.errors import ImageError, YoloExportError
 from yolo_export.utils import LOGGER
 
 
-def resolve_preprocess(backend, imgsz: int | None, fast: bool = False) -> dict:
+def resolve_preprocess(model, imgsz: int | None, fast: bool = False) -> dict:
     """The artefact's preprocessing (at ``imgsz``); ``fast``: opt in to the faster approximation (see
     :mod:`yolo_export.data.transforms`), which an artefact's own metadata may also ask for."""
-    pp = dict(backend.preprocess)
+    pp = dict(model.preprocess)
     if fast:
         pp["fast"] = True
     if imgsz and int(imgsz) != int(pp["crop"]):
-        if backend.path is not None and not backend.dynamic_imgsz:
-            raise YoloExportError(f"this {backend.format} model was exported at imgsz {pp['crop']}; "
+        if model.path is not None and not model.dynamic_imgsz:
+            raise YoloExportError(f"this {model.format} model was exported at imgsz {pp['crop']}; "
                                   f"--imgsz {imgsz} needs a new export")
         pp = with_imgsz(pp, int(imgsz))
     return pp
 
 
-def stream_predict(backend, source, imgsz: int | None = None, batch: int = 1, verbose: bool = False,
+def stream_predict(model, source, imgsz: int | None = None, batch: int = 1, verbose: bool = False,
                    workers: int | None = None, fast_preprocess: bool = False) -> Iterator[Results]:
     """Results for every image of ``source``, in order. ``workers`` threads decode and preprocess ahead of the
     runtime (default: one per core, at most 4; 0 = none). ``fast_preprocess``: the faster approximation (each
     Results says which preprocessing ran)."""
 
-    pp = resolve_preprocess(backend, imgsz, fast_preprocess)
+    pp = resolve_preprocess(model, imgsz, fast_preprocess)
     mode = "fast" if pp.get("fast") else "exact"
     if workers is None:
         from yolo_export.threads import available_cpus
@@ -49,16 +49,16 @@ def stream_predict(backend, source, imgsz: int | None = None, batch: int = 1, ve
             return []
         t1 = time.perf_counter()
         x = np.stack([a for _, a, _, _ in pending])
-        probs = backend.run(x)
+        probs = model.run(x)
         t2 = time.perf_counter()
         infer = (t2 - t1) * 1e3 / len(pending)
         out = []
         for (path, _, pre_ms, shape), p in zip(pending, probs):
             t3 = time.perf_counter()
-            r = Results(p, backend.names, path=path, orig_shape=shape)
+            r = Results(p, model.names, path=path, orig_shape=shape)
             r.preprocess = mode
             r.speed = {"preprocess": pre_ms, "inference": infer, "postprocess": (time.perf_counter() - t3) * 1e3}
-            r.threads = backend.threads
+            r.threads = model.threads
             if verbose:
                 LOGGER.info(f"{path}: {r.verbose()}")
             out.append(r)
