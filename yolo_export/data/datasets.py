@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -249,6 +250,40 @@ def collate(batch):
     y = torch.tensor([b[1] for b in good], dtype=torch.long)
     idx = torch.tensor([b[2] for b in good], dtype=torch.long)
     return x, y, idx, bad
+
+
+class Batches:
+    """One pass over a loader of :func:`collate` batches: yields ``(x, y, idx)`` (``x`` is ``None`` when none of a
+    batch's images could be decoded), at most ``limit`` batches. The pass keeps ``bad`` (``(path, why)`` of every image
+    that could not be decoded, in order; ``on_bad(path, why)`` is also called as each comes), ``wait`` (seconds spent
+    waiting for batches) and ``last_wait`` (for the latest batch). The one loop that training and validation share."""
+
+    def __init__(self, loader, limit: int | None = None, on_bad=None):
+        self.loader, self.limit, self.on_bad = loader, limit, on_bad
+        self.bad: list[tuple[str, str]] = []
+        self.wait = self.last_wait = 0.0
+
+    @property
+    def skipped(self) -> int:
+        return len(self.bad)
+
+    def __iter__(self):
+        it = iter(self.loader)
+        n = 0
+        while self.limit is None or n < self.limit:
+            t0 = time.perf_counter()
+            try:
+                x, y, idx, bad = next(it)
+            except StopIteration:
+                return
+            self.last_wait = time.perf_counter() - t0
+            self.wait += self.last_wait
+            n += 1
+            for path, why in bad or ():
+                self.bad.append((path, why))
+                if self.on_bad is not None:
+                    self.on_bad(path, why)
+            yield x, y, idx
 
 
 class EpochSampler:

@@ -313,14 +313,25 @@ class Trainer:
 
     # ---------------------------------------------------------------- setup
     def _setup(self):
+        """Everything a run needs, in order: device and processes, seeds, data, model, loaders, optimisation, the
+        state of a resumed run (or a new run folder), the DDP wrapper and the weights folder."""
+        self._setup_device()
+        self._seed()
+        self.root = self._resolve_data()
+        model = self._build_model()
+        self._setup_loaders()
+        self._setup_optimisation(model)
+        if self.resume_ckpt is not None:
+            self._restore_state()
+        else:
+            self.save_dir = self._new_run_folder()
+        self._setup_run(model)
+
+    def _setup_device(self):
+        """The device (this rank's GPU under DDP), the process group, and the thread / loader-worker split."""
         import torch
 
-        from yolo_export.data.augment import AUG_KEYS, EvalTransform, TrainTransform, aug_preset
-        from yolo_export.data.datasets import ClassificationDataset, EpochSampler, class_names, resolve_dataset
-        from yolo_export.data.transforms import default_preprocess, with_imgsz
         from yolo_export.device import select_device
-        from yolo_export.engine.validator import make_loader
-        from yolo_export.nn.model import ClassificationModel
 
         a = self.args
         self.device = select_device(a["device"])
@@ -338,26 +349,34 @@ class Trainer:
 
             self.threads = apply_torch(resolve(a["threads"]))
             a["workers"] = loader_workers(a["workers"], 1)
-        seed = int(a["seed"])
-        random.seed(seed + self.ddp.rank)
-        np.random.seed(seed + self.ddp.rank)
-        torch.manual_seed(seed + self.ddp.rank)
-        if a["deterministic"]:
+
+    def _seed(self):
+        import torch
+
+        seed = int(self.args["seed"]) + self.ddp.rank
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        if self.args["deterministic"]:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
-        # data (rank 0 materialises 'digits' first, the others then reuse it)
+    def _resolve_data(self) -> Path:
+        """The dataset root; rank 0 materialises ``digits`` first, the others then reuse it."""
+        from yolo_export.data.datasets import resolve_dataset
+
         if self.ddp.main:
-            root = resolve_dataset(a["data"])
+            root = resolve_dataset(self.args["data"])
         self.ddp.barrier()
         if not self.ddp.main:
-            root = resolve_dataset(a["data"])
-        self.root = root
+            root = resolve_dataset(self.args["data"])
+        return root
 
-        # model
-        y = self.yolo
+    def _build_model(self):
+        """The model to train (from the resumed checkpoint, the YAML or the loaded weights), on the device; sets
+        ``self.names`` and ``self.pp`` (its preprocessing)."""
         if self.resume_ckpt is not None:
             from yolo_export.nn.checkpoint import build_from_checkpoint
 
@@ -367,33 +386,52 @@ class Trainer:
             names = [model.names[i] for i in sorted(model.names)]
             pp = ck["preprocess"]
         else:
-            if y.model is None:
-                raise YoloExportError(f"training needs a PyTorch model (.yaml or .pt); {y.ckpt_path} is an exported "
-                                      f"{y.format} model")
-            torch.manual_seed(seed)  # the same initial weights on every rank
-            names = class_names(root)
-            if y.ckpt is None:  # a YAML: a fresh model for these classes
-                model = ClassificationModel(copy.deepcopy(y.model.yaml), nc=len(names), names=names,
-                                            dropout=float(a["dropout"]))
-            else:
-                model = copy.deepcopy(y.model)
-                if [model.names[i] for i in sorted(model.names)] != names:
-                    LOGGER.info(f"new class list ({len(names)} classes): the classifier layer is reinitialised")
-                    model.reset_classes(names)
-                if a["dropout"]:
-                    model.set_attrs(dropout=float(a["dropout"]))
-            if a["pretrained"] and not isinstance(a["pretrained"], bool):
-                self._transfer(model, a["pretrained"])
-            imgsz = int(a["imgsz"] or getattr(y.model, "imgsz", 224) or 224)
-            pp = with_imgsz(y.preprocess, imgsz) if y.preprocess else default_preprocess(imgsz)
-            a["imgsz"] = imgsz
+            model, names, pp = self._new_model()
         self.names, self.pp = names, pp
         model.imgsz, model.preprocess = int(pp["crop"]), pp
         model = model.float().to(self.device).train()
         if model.is_fused():
             LOGGER.warning("warning: the model is fused (no BatchNorm layers); training it anyway")
+        return model
 
-        # augmentation: preset for the dataset, overridden by what the user set
+    def _new_model(self):
+        """(model, class names, preprocessing) for a new run: the facade's model fitted to the dataset's classes."""
+        import torch
+
+        from yolo_export.data.datasets import class_names
+        from yolo_export.data.transforms import default_preprocess, with_imgsz
+        from yolo_export.nn.model import ClassificationModel
+
+        a, y = self.args, self.yolo
+        if y.model is None:
+            raise YoloExportError(f"training needs a PyTorch model (.yaml or .pt); {y.ckpt_path} is an exported "
+                                  f"{y.format} model")
+        torch.manual_seed(int(a["seed"]))  # the same initial weights on every rank
+        names = class_names(self.root)
+        if y.ckpt is None:  # a YAML: a fresh model for these classes
+            model = ClassificationModel(copy.deepcopy(y.model.yaml), nc=len(names), names=names,
+                                        dropout=float(a["dropout"]))
+        else:
+            model = copy.deepcopy(y.model)
+            if [model.names[i] for i in sorted(model.names)] != names:
+                LOGGER.info(f"new class list ({len(names)} classes): the classifier layer is reinitialised")
+                model.reset_classes(names)
+            if a["dropout"]:
+                model.set_attrs(dropout=float(a["dropout"]))
+        if a["pretrained"] and not isinstance(a["pretrained"], bool):
+            self._transfer(model, a["pretrained"])
+        imgsz = int(a["imgsz"] or getattr(y.model, "imgsz", 224) or 224)
+        pp = with_imgsz(y.preprocess, imgsz) if y.preprocess else default_preprocess(imgsz)
+        a["imgsz"] = imgsz
+        return model, names, pp
+
+    def _setup_loaders(self):
+        """Augmentation (the dataset's preset, overridden by what the user set), datasets, samplers, loaders."""
+        from yolo_export.data.augment import AUG_KEYS, EvalTransform, TrainTransform, aug_preset
+        from yolo_export.data.datasets import ClassificationDataset, EpochSampler
+        from yolo_export.engine.validator import make_loader
+
+        a, names, pp, seed = self.args, self.names, self.pp, int(self.args["seed"])
         aug = aug_preset(a["data"])
         for k in AUG_KEYS:
             if a.get(k) is not None:
@@ -403,9 +441,9 @@ class Trainer:
         if int(a["batch"]) < world:
             raise YoloExportError(f"--batch {a['batch']} is smaller than the number of processes ({world})")
         self.batch_local = int(a["batch"]) // world
-        self.train_ds = ClassificationDataset(root, "train", TrainTransform(pp, **aug), names=names,
+        self.train_ds = ClassificationDataset(self.root, "train", TrainTransform(pp, **aug), names=names,
                                               fraction=a["fraction"], seed=seed, cache=bool(a["cache"]))
-        self.val_ds = ClassificationDataset(root, "val", EvalTransform(pp), names=names) if a["val"] else None
+        self.val_ds = ClassificationDataset(self.root, "val", EvalTransform(pp), names=names) if a["val"] else None
         pin = self.device.type == "cuda"
         self.train_sampler = EpochSampler(len(self.train_ds), shuffle=True, seed=seed, rank=self.ddp.rank,
                                           world=world)
@@ -414,7 +452,11 @@ class Trainer:
             vs = EpochSampler(len(self.val_ds), shuffle=False, rank=self.ddp.rank, world=world)
             self.val_loader = make_loader(self.val_ds, max(self.batch_local, 32), a["workers"], vs, pin)
 
-        # optimisation
+    def _setup_optimisation(self, model):
+        """Optimizer, LR schedule, EMA, AMP scaler, loss, and the counters of a new run."""
+        import torch
+
+        a = self.args
         self.nb = len(self.train_loader)
         epochs = int(a["epochs"])
         if epochs < 1:
@@ -431,32 +473,41 @@ class Trainer:
         self.start_epoch, self.best_fitness, self.best_epoch, self.history = 0, None, -1, []
         self.skipped_total = 0
 
-        if self.resume_ckpt is not None:
-            st = self.resume_ckpt["train_state"]
-            self.optimizer.load_state_dict(_tuples(st["optimizer"]))
-            self.sched.load_state_dict(st["scheduler"])
-            if self.ema is not None and st.get("ema") is not None:
-                self.ema.ema.load_state_dict(st["ema"])
-                self.ema.updates = int(st["ema_updates"])
-            if self.amp and st.get("scaler"):
-                self.scaler.load_state_dict(st["scaler"])
-            self.start_epoch = int(self.resume_ckpt["epoch"]) + 1
-            self.best_fitness = self.resume_ckpt.get("best_fitness")
-            self.best_epoch = int(self.resume_ckpt.get("best_epoch", -1))
-            self.history = list(self.resume_ckpt.get("history") or [])
-            self.skipped_total = int(st.get("skipped", 0))
-            if self.ddp.main:
-                _set_rng_state(st.get("rng"))
-            else:
-                torch.manual_seed(seed + 1000 * self.ddp.rank + self.start_epoch)
-            self.save_dir = Path(self.resume_path).parent.parent
-            LOGGER.info(f"resuming {self.resume_path} from epoch {self.start_epoch + 1}/{epochs}")
-        else:
-            save_dir = None
-            if self.ddp.main:
-                save_dir = str(increment_dir(Path(a["project"]), str(a["name"]), bool(a["exist_ok"])))
-            self.save_dir = Path(self.ddp.broadcast(save_dir))
+    def _restore_state(self):
+        """Continue the resumed run: optimizer, schedule, EMA, scaler, counters, RNG, and its own run folder."""
+        import torch
 
+        ck = self.resume_ckpt
+        st = ck["train_state"]
+        self.optimizer.load_state_dict(_tuples(st["optimizer"]))
+        self.sched.load_state_dict(st["scheduler"])
+        if self.ema is not None and st.get("ema") is not None:
+            self.ema.ema.load_state_dict(st["ema"])
+            self.ema.updates = int(st["ema_updates"])
+        if self.amp and st.get("scaler"):
+            self.scaler.load_state_dict(st["scaler"])
+        self.start_epoch = int(ck["epoch"]) + 1
+        self.best_fitness = ck.get("best_fitness")
+        self.best_epoch = int(ck.get("best_epoch", -1))
+        self.history = list(ck.get("history") or [])
+        self.skipped_total = int(st.get("skipped", 0))
+        if self.ddp.main:
+            _set_rng_state(st.get("rng"))
+        else:
+            torch.manual_seed(int(self.args["seed"]) + 1000 * self.ddp.rank + self.start_epoch)
+        self.save_dir = Path(self.resume_path).parent.parent
+        LOGGER.info(f"resuming {self.resume_path} from epoch {self.start_epoch + 1}/{int(self.args['epochs'])}")
+
+    def _new_run_folder(self) -> Path:
+        """``project/name`` (numbered when it exists), chosen by rank 0 and shared with the other ranks."""
+        a = self.args
+        save_dir = None
+        if self.ddp.main:
+            save_dir = str(increment_dir(Path(a["project"]), str(a["name"]), bool(a["exist_ok"])))
+        return Path(self.ddp.broadcast(save_dir))
+
+    def _setup_run(self, model):
+        """The DDP wrapper, the checkpoint paths; rank 0 makes the weights folder and writes ``args.yaml``."""
         self.model = model
         if self.ddp.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -606,121 +657,129 @@ class Trainer:
                 f"yexport train --resume {last}")
 
     def _train(self):
-        import torch
-        from tqdm import tqdm
-
         t_start = time.perf_counter()
         self._setup()
-        a = self.args
-        epochs = int(a["epochs"])
-        main = self.ddp.main
-        if main and self.start_epoch == 0:
-            LOGGER.info(
-                f"training {self.yolo.model_name or 'model'} on {a['data']} ({len(self.train_ds)} train / "
-                f"{len(self.val_ds) if self.val_ds is not None else 0} val images, {len(self.names)} classes) for "
-                f"{epochs} epochs at imgsz {self.pp['crop']}, batch {a['batch']}"
-                f"{f' ({self.ddp.world} processes)' if self.ddp.enabled else ''}, {self.opt_name} lr0 {self.lr0:g}, "
-                f"device {self.device}; results in {self.save_dir}")
-        metrics = {}
+        if self.ddp.main and self.start_epoch == 0:
+            LOGGER.info(self._start_line())
         self.data_wait = self.step_time = 0.0
         self.images_seen = 0
         stopped_early = False
-        for epoch in range(self.start_epoch, epochs):
+        for epoch in range(self.start_epoch, int(self.args["epochs"])):
             self.epoch = epoch
             t_ep = time.perf_counter()
-            self.model.train()
-            self.train_sampler.set_epoch(epoch)
-            bar = tqdm(total=self.nb, desc=f"epoch {epoch + 1}/{epochs}", disable=not (main and a["progress"]),
-                       mininterval=0.5, dynamic_ncols=True, file=sys.stderr)
-            loss_sum, n_seen, data_wait, skipped = 0.0, 0, 0.0, 0
-            it_loader = iter(self.train_loader)
-            for i in range(self.nb):
-                t0 = time.perf_counter()
-                try:
-                    x, y, _, bad = next(it_loader)
-                except StopIteration:
-                    break
-                t1 = time.perf_counter()
-                data_wait += t1 - t0
-                if bad:
-                    skipped += len(bad)
-                    for _, why in bad:
-                        LOGGER.warning(f"warning: skipped a corrupt image during training: {why}")
-                lr = self.sched.step(epoch * self.nb + i)
-                if x is None:
-                    if not self.ddp.enabled:
-                        continue
-                    # every rank must take part in each step: run a zero-weighted step on a blank image
-                    x = torch.zeros(1, 3, self.pp["crop"], self.pp["crop"])
-                    y = torch.zeros(1, dtype=torch.long)
-                    weight = 0.0
-                else:
-                    weight = 1.0
-                if len(x) == 1:  # BatchNorm cannot train on one sample (a last batch of 1): use it twice
-                    x, y = x.repeat(2, 1, 1, 1), y.repeat(2)
-                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                with torch.autocast("cuda", enabled=self.amp):
-                    loss = self.criterion(self.model(x), y) * weight
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                if a["clip_grad"]:
-                    self.scaler.unscale_(self.optimizer)
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(a["clip_grad"]))
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                if self.ema is not None:
-                    self.ema.update(self.model)
-                if weight:
-                    loss_sum += float(loss.detach()) * len(y)
-                    n_seen += len(y)
-                t2 = time.perf_counter()
-                self.step_time += t2 - t0
-                if main:
-                    ips = n_seen * self.ddp.world / max(t2 - t_ep, 1e-9)
-                    bar.set_postfix_str(f"loss {loss_sum / max(n_seen, 1):.4f} lr {lr:.2e} {ips:.0f} img/s",
-                                        refresh=False)
-                    bar.update(1)
-            bar.close()
-            self.data_wait += data_wait
-            self.images_seen += n_seen
-            train_time = time.perf_counter() - t_ep
-            train_loss = self.ddp.mean(loss_sum / max(n_seen, 1))
-            skipped = int(round(self.ddp.mean(float(skipped)) * self.ddp.world))
-            self.skipped_total += skipped
-            eval_model = self._as_saved(self.ema.ema if self.ema is not None else unwrap(self.model))
-            metrics = self._validate(eval_model) if self.val_ds is not None else {"top1": None, "top5": None,
-                                                                                   "loss": None, "fitness": -train_loss}
-            fitness = metrics["fitness"]
-            is_best = self.best_fitness is None or fitness > self.best_fitness
-            if is_best:
-                self.best_fitness, self.best_epoch = fitness, epoch
-            row = {"epoch": epoch + 1, "train/loss": round(train_loss, 5),
-                   "val/loss": None if metrics.get("loss") is None else round(metrics["loss"], 5),
-                   "metrics/top1": None if metrics.get("top1") is None else round(metrics["top1"], 5),
-                   "metrics/top5": None if metrics.get("top5") is None else round(metrics["top5"], 5),
-                   "lr": round(self.optimizer.param_groups[0]["lr"], 8),
-                   "time_s": round(time.perf_counter() - t_ep, 2),
-                   "img_per_s": round(n_seen * self.ddp.world / max(train_time, 1e-9), 1),
-                   "data_wait": round(data_wait / max(train_time, 1e-9), 3), "skipped": skipped}
-            self.history.append(row)
-            stop = a["patience"] and epoch - self.best_epoch >= int(a["patience"])
-            final = epoch + 1 == epochs or bool(stop)
-            if main:
-                self._save(epoch, metrics, is_best, finished=final)
-                self._write_csv()
-                LOGGER.info(f"epoch {epoch + 1}/{epochs}: train loss {train_loss:.4f}"
-                            + (f"  val loss {metrics['loss']:.4f}  top1 {metrics['top1']:.4f}  "
-                               f"top5 {metrics['top5']:.4f}" if self.val_ds is not None else "")
-                            + f"  {row['img_per_s']:.0f} img/s  {row['time_s']:.1f}s"
-                            + (f"  ({skipped} corrupt image(s) skipped)" if skipped else ""))
-            if stop and epoch + 1 < epochs:
-                if main:
-                    LOGGER.info(f"early stop: no improvement for {a['patience']} epochs (best: epoch "
-                                f"{self.best_epoch + 1})")
+            loss_sum, n_seen, batches = self._train_epoch(epoch, t_ep)
+            if self._end_epoch(epoch, t_ep, loss_sum, n_seen, batches):
                 stopped_early = True
                 break
         self.ddp.barrier()
         return self._finish(t_start, stopped_early)
+
+    def _start_line(self) -> str:
+        a = self.args
+        return (f"training {self.yolo.model_name or 'model'} on {a['data']} ({len(self.train_ds)} train / "
+                f"{len(self.val_ds) if self.val_ds is not None else 0} val images, {len(self.names)} classes) for "
+                f"{int(a['epochs'])} epochs at imgsz {self.pp['crop']}, batch {a['batch']}"
+                f"{f' ({self.ddp.world} processes)' if self.ddp.enabled else ''}, {self.opt_name} lr0 {self.lr0:g}, "
+                f"device {self.device}; results in {self.save_dir}")
+
+    def _train_epoch(self, epoch: int, t_ep: float):
+        """One pass over the training data: (summed loss, images counted, the pass's :class:`Batches`)."""
+        from tqdm import tqdm
+
+        from yolo_export.data.datasets import Batches
+
+        main = self.ddp.main
+        self.model.train()
+        self.train_sampler.set_epoch(epoch)
+        bar = tqdm(total=self.nb, desc=f"epoch {epoch + 1}/{int(self.args['epochs'])}",
+                   disable=not (main and self.args["progress"]), mininterval=0.5, dynamic_ncols=True, file=sys.stderr)
+        loss_sum, n_seen = 0.0, 0
+        batches = Batches(self.train_loader, limit=self.nb, on_bad=_warn_corrupt)
+        for i, (x, y, _) in enumerate(batches):
+            t1 = time.perf_counter()
+            lr = self.sched.step(epoch * self.nb + i)
+            if x is None and not self.ddp.enabled:
+                continue
+            loss, n = self._step(x, y)
+            loss_sum, n_seen = loss_sum + loss, n_seen + n
+            t2 = time.perf_counter()
+            self.step_time += batches.last_wait + (t2 - t1)
+            if main:
+                ips = n_seen * self.ddp.world / max(t2 - t_ep, 1e-9)
+                bar.set_postfix_str(f"loss {loss_sum / max(n_seen, 1):.4f} lr {lr:.2e} {ips:.0f} img/s", refresh=False)
+                bar.update(1)
+        bar.close()
+        return loss_sum, n_seen, batches
+
+    def _step(self, x, y) -> tuple[float, int]:
+        """One optimisation step on a batch: (summed loss, images) to count. ``x is None`` (none of this rank's
+        images could be decoded, under DDP): every rank must take part in each step, so this one runs a
+        zero-weighted step on a blank image and counts nothing."""
+        import torch
+
+        weight = 1.0
+        if x is None:
+            x = torch.zeros(1, 3, self.pp["crop"], self.pp["crop"])
+            y = torch.zeros(1, dtype=torch.long)
+            weight = 0.0
+        if len(x) == 1:  # BatchNorm cannot train on one sample (a last batch of 1): use it twice
+            x, y = x.repeat(2, 1, 1, 1), y.repeat(2)
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        with torch.autocast("cuda", enabled=self.amp):
+            loss = self.criterion(self.model(x), y) * weight
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.args["clip_grad"]:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.args["clip_grad"]))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return (float(loss.detach()) * len(y), len(y)) if weight else (0.0, 0)
+
+    def _end_epoch(self, epoch: int, t_ep: float, loss_sum: float, n_seen: int, batches) -> bool:
+        """Validate, record, save and report the epoch; True when the run stops early after it."""
+        a, main, epochs = self.args, self.ddp.main, int(self.args["epochs"])
+        self.data_wait += batches.wait
+        self.images_seen += n_seen
+        train_time = time.perf_counter() - t_ep
+        train_loss = self.ddp.mean(loss_sum / max(n_seen, 1))
+        skipped = int(round(self.ddp.mean(float(batches.skipped)) * self.ddp.world))
+        self.skipped_total += skipped
+        eval_model = self._as_saved(self.ema.ema if self.ema is not None else unwrap(self.model))
+        metrics = self._validate(eval_model) if self.val_ds is not None else {"top1": None, "top5": None,
+                                                                               "loss": None, "fitness": -train_loss}
+        is_best = self.best_fitness is None or metrics["fitness"] > self.best_fitness
+        if is_best:
+            self.best_fitness, self.best_epoch = metrics["fitness"], epoch
+        row = {"epoch": epoch + 1, "train/loss": round(train_loss, 5),
+               "val/loss": None if metrics.get("loss") is None else round(metrics["loss"], 5),
+               "metrics/top1": None if metrics.get("top1") is None else round(metrics["top1"], 5),
+               "metrics/top5": None if metrics.get("top5") is None else round(metrics["top5"], 5),
+               "lr": round(self.optimizer.param_groups[0]["lr"], 8),
+               "time_s": round(time.perf_counter() - t_ep, 2),
+               "img_per_s": round(n_seen * self.ddp.world / max(train_time, 1e-9), 1),
+               "data_wait": round(batches.wait / max(train_time, 1e-9), 3), "skipped": skipped}
+        self.history.append(row)
+        stop = a["patience"] and epoch - self.best_epoch >= int(a["patience"])
+        if main:
+            self._save(epoch, metrics, is_best, finished=epoch + 1 == epochs or bool(stop))
+            self._write_csv()
+            LOGGER.info(self._epoch_line(row, train_loss, metrics))
+        if stop and epoch + 1 < epochs:
+            if main:
+                LOGGER.info(f"early stop: no improvement for {a['patience']} epochs (best: epoch "
+                            f"{self.best_epoch + 1})")
+            return True
+        return False
+
+    def _epoch_line(self, row: dict, train_loss: float, metrics: dict) -> str:
+        return (f"epoch {row['epoch']}/{int(self.args['epochs'])}: train loss {train_loss:.4f}"
+                + (f"  val loss {metrics['loss']:.4f}  top1 {metrics['top1']:.4f}  "
+                   f"top5 {metrics['top5']:.4f}" if self.val_ds is not None else "")
+                + f"  {row['img_per_s']:.0f} img/s  {row['time_s']:.1f}s"
+                + (f"  ({row['skipped']} corrupt image(s) skipped)" if row["skipped"] else ""))
 
     def _finish(self, t_start: float, stopped_early: bool) -> dict:
         from yolo_export.nn.checkpoint import build_from_checkpoint, load_checkpoint
@@ -794,6 +853,10 @@ def _same(a, b) -> bool:
     if a == b or str(a) == str(b):
         return True
     return isinstance(a, str) and isinstance(b, str) and Path(a).exists() and Path(a).resolve() == Path(b).resolve()
+
+
+def _warn_corrupt(path: str, why: str) -> None:
+    LOGGER.warning(f"warning: skipped a corrupt image during training: {why}")
 
 
 def _scalar_metrics(m: dict) -> dict:

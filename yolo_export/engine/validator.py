@@ -39,28 +39,19 @@ def evaluate(predict, loader, nc: int, dist=None, progress: bool = False, desc: 
     import torch
     from tqdm import tqdm
 
+    from yolo_export.data.datasets import Batches
+
     k = min(5, nc)
     cm = torch.zeros(nc, nc, dtype=torch.int64)
     top5 = torch.zeros((), dtype=torch.int64)
     nll = torch.zeros((), dtype=torch.float64)
-    skipped = torch.zeros((), dtype=torch.int64)
-    t_data = t_inf = t_post = 0.0
+    t_inf = t_post = 0.0
     preds: list[tuple[int, int]] = []
-    bad_files: list[str] = []
-    it = iter(loader)
+    batches = Batches(loader)
     bar = tqdm(total=len(loader), desc=desc, leave=False, disable=not progress, mininterval=0.5, dynamic_ncols=True)
-    while True:
-        t0 = time.perf_counter()
-        try:
-            x, y, idx, bad = next(it)
-        except StopIteration:
-            break
+    for x, y, idx in batches:
         t1 = time.perf_counter()
-        t_data += t1 - t0
         bar.update(1)
-        if bad:
-            skipped += len(bad)
-            bad_files.extend(p for p, _ in bad)
         if x is None:
             continue
         p = predict(x)
@@ -77,8 +68,10 @@ def evaluate(predict, loader, nc: int, dist=None, progress: bool = False, desc: 
             preds.extend(zip(idx.tolist(), pred.tolist()))
         t_post += time.perf_counter() - t2
     bar.close()
-    for f in bad_files[:5]:
+    for f, _ in batches.bad[:5]:
         LOGGER.warning(f"warning: skipped an image that cannot be decoded: {f}")
+    skipped = torch.tensor(batches.skipped, dtype=torch.int64)
+    t_data = batches.wait
     n_local = int(cm.sum())
     if dist is not None:
         for t in (cm, top5, nll, skipped):
