@@ -109,19 +109,18 @@ def in_process(model, folder, batch, rounds=2) -> dict:
 
 def battery(s, times: int) -> dict:
     import httpx
-    from test_serve import bad_requests
+    from test_serve import bad_requests, is_error_doc
 
     statuses, bad = {}, []
     rss0 = s.rss_mb()
     for _ in range(times):
-        for what, kw, want in bad_requests(limit_mb=20, max_images=16):
+        for what, kw, want, kind in bad_requests(limit_mb=20, max_images=16):
             r = httpx.post(s.url + "/predict", timeout=60, **kw)
             try:
-                body = r.json()
-                is_json = isinstance(body, dict) and set(body) == {"error", "type", "status"}
+                is_json = is_error_doc(r.json(), kind)
             except ValueError:
                 is_json = False
-            statuses[what] = r.status_code
+            statuses[what] = [r.status_code, kind]
             if not (400 <= r.status_code < 500 and is_json and r.status_code == want):
                 bad.append((what, r.status_code))
     alive = httpx.get(s.url + "/health").status_code == 200

@@ -74,8 +74,11 @@ def test_ray_predict_equals_local_and_parquet(ray_cluster, onnx_model, many_imag
 
     s = ray_predict(onnx_model, str(many_images), tmp_path / "r.jsonl", batch=16, progress=False)
     assert (s["images"], s["predicted"], s["errors"]) == (241, 241, 0)
+    assert s["threads"] == [1]  # one per actor (each holds one CPU), as ONNX Runtime reports it
     assert read_jsonl(tmp_path / "r.jsonl") == local_rows
-    ray_predict(onnx_model, str(many_images / "*.jpg"), tmp_path / "r.parquet", batch=32, progress=False)
+    s = ray_predict(onnx_model, str(many_images / "*.jpg"), tmp_path / "r.parquet", batch=32, threads=2,
+                    progress=False)
+    assert s["threads"] == [2]  # --threads reaches the runtime in every actor
     assert pq.read_table(tmp_path / "r.parquet").to_pylist() == local_rows[:240]
     assert not list(tmp_path.glob("*.partial.jsonl"))
 
@@ -138,15 +141,39 @@ def test_killed_actor_costs_no_row_and_adds_none(ray_cluster, onnx_model, many_i
     assert rows == local_rows
 
 
-def test_ray_val_equals_local_val(ray_cluster, onnx_model):
+def test_ray_val_equals_local_val(ray_cluster, onnx_model, tmp_path):
+    """Same metrics, and ``val --output`` writes the same per-image rows from local and Ray val."""
+    from click.testing import CliRunner
+
     from yolo_export import YOLO
+    from yolo_export.cli import main
     from yolo_export.distributed import ray_val
 
-    local = YOLO(onnx_model).val(data="digits", fraction=0.25, batch=16, progress=False)
-    dist = ray_val(onnx_model, "digits", fraction=0.25, batch=16, progress=False)
-    for k in ("top1", "top5", "n", "confusion_matrix", "per_class", "skipped"):
+    local = YOLO(onnx_model).val(data="digits", fraction=0.25, batch=16, progress=False, predictions=True)
+    dist = ray_val(onnx_model, "digits", fraction=0.25, batch=16, progress=False, predictions=True)
+    for k in ("top1", "top5", "n", "confusion_matrix", "per_class", "skipped", "files", "predictions"):
         assert dist[k] == local[k], k
     assert dist["loss"] == pytest.approx(local["loss"], rel=1e-6)
+    assert dist["threads"] == 1
+    docs = {}
+    for where, extra in (("local", []), ("ray", ["--ray"])):
+        r = CliRunner().invoke(main, ["val", "-m", str(onnx_model), "--data", "digits", "--json", *extra,
+                                      "--output", str(tmp_path / f"{where}.jsonl")])
+        assert r.exit_code == 0, r.output
+        docs[where] = json.loads(r.output.strip().splitlines()[-1])
+        assert "files" not in docs[where] and docs[where]["output"]["rows"] == docs[where]["n"]
+    rows = read_jsonl(tmp_path / "local.jsonl")
+    assert read_jsonl(tmp_path / "ray.jsonl") == rows  # the same rows either way
+    assert [x["index"] for x in rows] == list(range(len(rows)))
+    assert docs["local"]["output"]["correct"] == round(docs["local"]["top1"] * docs["local"]["n"])
+    assert all(set(x) == {"index", "path", "label", "label_name", "top1", "name", "top5", "correct", "error"}
+               and x["correct"] == (x["top1"] == x["label"]) and len(x["top5"]) == 5 for x in rows)
+    # a file that is not an earlier val --output is never overwritten
+    (tmp_path / "other.jsonl").write_text("keep me\n")
+    r = CliRunner().invoke(main, ["val", "-m", str(onnx_model), "--data", "digits", "--output",
+                                  str(tmp_path / "other.jsonl")])
+    assert r.exit_code == 1 and "choose another --output" in r.output
+    assert (tmp_path / "other.jsonl").read_text() == "keep me\n"
 
 
 def test_ray_without_output_is_one_line(onnx_model, many_images):
@@ -197,7 +224,8 @@ def test_serve_on_ray_two_replicas_same_api(onnx_model, tmp_path):
         for g in got:
             assert (g["top1"], g["name"], g["top5"]) == (want["top1"], want["name"], want["top5"])
         bad = httpx.post(url + "/predict", content=b"not an image", timeout=30)
-        assert bad.status_code == 415 and bad.json()["type"] == "unsupported_media_type"
+        assert bad.status_code == 415 and bad.json() == {"error": bad.json()["error"], "type": "ImageError"}
+        assert httpx.get(url + "/metadata", timeout=30).json()["threads"] == 1  # the actor's one CPU
         p.send_signal(signal.SIGTERM)
         assert p.wait(90) == 0, p.communicate()[1][-3000:]
     finally:

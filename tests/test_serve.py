@@ -86,7 +86,7 @@ def onnx_model(tiny_pt, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(onnx_model):
     s = Server(onnx_model, "--max-upload-mb", "2", "--max-images", "4", "--max-pixels", "1000000",
-               "--max-batch", "8", "--batch-wait-ms", "20")
+               "--max-batch", "8", "--batch-wait-ms", "20", "--threads", "2")
     yield s
     s.stop()
 
@@ -108,7 +108,7 @@ def test_predict_matches_cli_json(server, onnx_model, tmp_path):
         p = tmp_path / f"im{i}.jpg"
         p.write_bytes(jpeg(w, h, seed=i))
         paths.append(p)
-    want = [r.to_dict() for r in YOLO(onnx_model).predict([str(p) for p in paths])]
+    want = [r.to_dict() for r in YOLO(onnx_model, threads=2).predict([str(p) for p in paths])]
     raw = post(server.url + "/predict", content=paths[0].read_bytes(), headers={"content-type": "image/jpeg"})
     assert raw.status_code == 200, raw.text
     files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in paths]
@@ -116,8 +116,9 @@ def test_predict_matches_cli_json(server, onnx_model, tmp_path):
     assert multi.status_code == 200, multi.text
     got = [raw.json()[0], *multi.json()]
     for g, w in zip(got, [want[0], *want]):
-        assert set(g) == set(w)
+        assert set(g) == set(w) and set(g["speed"]) == set(w["speed"])
         assert (g["top1"], g["name"], g["top5"]) == (w["top1"], w["name"], w["top5"])
+        assert (g["threads"], g["preprocess"]) == (w["threads"], w["preprocess"]) == (2, "exact")
     assert [g["path"] for g in multi.json()] == [p.name for p in paths]
 
 
@@ -126,6 +127,7 @@ def test_health_ready_metadata_metrics(server):
     assert get(server.url + "/ready").status_code == 200
     md = get(server.url + "/metadata").json()
     assert md["format"] == "onnx" and md["nc"] == 10 and md["imgsz"] == [32, 32]
+    assert md["threads"] == 2  # the server's --threads, as ONNX Runtime reports it
     assert md["verification"]["status"] == "passed"
     post(server.url + "/predict", content=jpeg())
     text = get(server.url + "/metrics").text
@@ -144,39 +146,113 @@ def _bomb_png() -> bytes:
 
 
 def bad_requests(limit_mb: float = 2, max_images: int = 4):
-    """(what, kwargs for POST /predict, expected status)."""
+    """(what, kwargs for POST /predict, expected status, expected error ``type``)."""
     big = int(limit_mb * 2**20) + 1
     img = jpeg()
     return [
-        ("empty body", {"content": b""}, 400),
-        ("not an image", {"content": b"this is not an image" * 10}, 415),
-        ("truncated jpeg", {"content": img[: len(img) // 3]}, 415),
-        ("decompression bomb", {"content": _bomb_png()}, 413),
-        ("100 MB upload", {"content": b"\0" * (100 * 2**20)}, 413),
-        ("body just over the limit", {"content": b"\xff" * big}, 413),
-        ("too many images", {"files": [("f", (f"{i}.jpg", img, "image/jpeg")) for i in range(max_images + 1)]}, 413),
-        ("multipart with no file", {"files": {"a": (None, b"b")}}, 400),
-        ("multipart: a URL", {"files": {"url": (None, b"http://127.0.0.1:1/x.jpg")}}, 400),
-        ("form-encoded text", {"data": {"a": "b"}}, 415),
-        ("raw URL", {"content": b"https://example.com/cat.jpg"}, 400),
+        ("empty body", {"content": b""}, 400, "ArgumentError"),
+        ("not an image", {"content": b"this is not an image" * 10}, 415, "ImageError"),
+        ("truncated jpeg", {"content": img[: len(img) // 3]}, 415, "ImageError"),
+        ("decompression bomb", {"content": _bomb_png()}, 413, "LimitError"),
+        ("100 MB upload", {"content": b"\0" * (100 * 2**20)}, 413, "LimitError"),
+        ("body just over the limit", {"content": b"\xff" * big}, 413, "LimitError"),
+        ("too many images", {"files": [("f", (f"{i}.jpg", img, "image/jpeg")) for i in range(max_images + 1)]}, 413,
+         "LimitError"),
+        ("multipart with no file", {"files": {"a": (None, b"b")}}, 400, "ArgumentError"),
+        ("multipart: a URL", {"files": {"url": (None, b"http://127.0.0.1:1/x.jpg")}}, 400, "ArgumentError"),
+        ("form-encoded text", {"data": {"a": "b"}}, 415, "ImageError"),
+        ("raw URL", {"content": b"https://example.com/cat.jpg"}, 400, "ArgumentError"),
         ("multipart: one bad image", {"files": [("f", ("a.jpg", img, "image/jpeg")), ("f", ("b", b"xx", "x/y"))]},
-         415),
+         415, "ImageError"),
     ]
 
 
+def is_error_doc(body, kind: str | None = None) -> bool:
+    """The CLI's error document: exactly ``{"error", "type"}``, ``type`` a documented class."""
+    from yolo_export.errors import DOCUMENTED
+
+    return (isinstance(body, dict) and set(body) == {"error", "type"} and body["type"] in DOCUMENTED
+            and (kind is None or body["type"] == kind) and "Traceback" not in body["error"])
+
+
 def test_bad_requests_are_4xx_json_and_server_keeps_serving(server):
-    for what, kw, status in bad_requests():
+    for what, kw, status, kind in bad_requests():
         r = post(server.url + "/predict", **kw)
         assert r.status_code == status, (what, r.status_code, r.text[:300])
-        body = r.json()
-        assert set(body) == {"error", "type", "status"} and body["status"] == status, what
-        assert "Traceback" not in body["error"], what
+        assert is_error_doc(r.json(), kind), (what, r.text[:300])
         ok = post(server.url + "/predict", content=jpeg())
         assert ok.status_code == 200, (what, ok.text)
-    assert get(server.url + "/nope").status_code == 404
-    assert get(server.url + "/nope").json()["status"] == 404
-    assert get(server.url + "/predict").status_code == 405
+    for path, status in (("/nope", 404), ("/predict", 405)):
+        r = get(server.url + path)
+        assert r.status_code == status and is_error_doc(r.json(), "ArgumentError"), r.text
     assert server.proc.poll() is None
+
+
+def test_over_the_concurrency_cap_is_503_json_and_serving_goes_on(onnx_model):
+    """--max-concurrency 2: two requests wait in the batcher (1.5 s), a third is refused at once with 503 and the
+    error document, before its body is read; health answers meanwhile; afterwards every request is served."""
+    s = Server(onnx_model, "--max-concurrency", "2", "--max-batch", "64", "--batch-wait-ms", "1500")
+    try:
+        out: dict = {}
+        threads = [threading.Thread(target=lambda i=i: out.update({i: post(s.url + "/predict", content=jpeg())}))
+                   for i in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(0.6)
+        busy = post(s.url + "/predict", content=jpeg(seed=5))
+        assert busy.status_code == 503 and is_error_doc(busy.json(), "NotAvailable"), busy.text
+        assert "--max-concurrency 2" in busy.json()["error"] and busy.headers.get("retry-after") == "1"
+        assert get(s.url + "/health").status_code == 200  # GETs are not capped
+        for t in threads:
+            t.join(30)
+        assert [out[i].status_code for i in range(2)] == [200, 200]
+        assert post(s.url + "/predict", content=jpeg(seed=5)).status_code == 200
+        assert "yexport_refused_busy_total 1.0" in get(s.url + "/metrics").text
+    finally:
+        s.stop()
+
+
+def test_replicas_metrics_and_ready_are_whole(onnx_model):
+    """--replicas 2: /ready waits for both workers; /metrics sums both workers' counts, whichever one answers."""
+    s = Server(onnx_model, "--replicas", "2")
+    try:
+        ready = get(s.url + "/ready").json()
+        assert ready["workers"] == 2 and ready["replicas"] == 2, ready
+        pids, n = set(), 0
+        deadline = time.time() + 60
+        while (len(pids) < 2 or n < 12) and time.time() < deadline:  # new connections: the kernel spreads them
+            r = post(s.url + "/predict", content=jpeg(seed=n))
+            assert r.status_code == 200, r.text
+            n += 1
+            pids.add(get(s.url + "/metadata").json()["serve"]["pid"])
+        assert len(pids) == 2, "one worker answered every request"
+        for _ in range(6):
+            text = get(s.url + "/metrics").text
+            assert f"yexport_images_total {float(n)}" in text, text[-1500:]
+            assert f'yexport_requests_total{{path="/predict",status="200"}} {float(n)}' in text
+    finally:
+        s.stop()
+
+
+def test_serve_json_start_document_and_errors(onnx_model):
+    """serve --json: one start document on stdout; a server that cannot start prints the CLI's error document."""
+    s = Server(onnx_model, "--json")
+    try:
+        doc = json.loads(s.proc.stdout.readline())
+        assert doc["url"] == s.url and doc["replicas"] == 1 and doc["pid"] == s.proc.pid
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            p = subprocess.run([sys.executable, "-m", "yolo_export", "serve", str(onnx_model), "--port", str(port),
+                                "--json"], capture_output=True, text=True, timeout=120)
+        err = json.loads(p.stdout)
+        assert p.returncode == 1 and is_error_doc(err, "NotAvailable") and f":{port}" in err["error"], p.stdout
+        p = subprocess.run([sys.executable, "-m", "yolo_export", "serve", str(onnx_model), "--max-batch", "0",
+                            "--json"], capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2 and is_error_doc(json.loads(p.stdout), "ArgumentError"), p.stdout
+    finally:
+        s.stop()
 
 
 def test_concurrent_requests_are_batched_and_agree(server):
@@ -263,7 +339,9 @@ def test_missing_model_is_one_line_and_not_ready(tmp_path):
                 pass
             time.sleep(0.3)
         assert r is not None and r.status_code == 503 and "failed to load" in r.json()["error"]
-        assert post(f"http://127.0.0.1:{port}/predict", content=jpeg()).status_code == 503
+        assert is_error_doc(r.json()), r.json()
+        bad = post(f"http://127.0.0.1:{port}/predict", content=jpeg())
+        assert bad.status_code == 503 and is_error_doc(bad.json()) and bad.json() == r.json()
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()

@@ -234,7 +234,7 @@ def predict_cmd(model, source, imgsz, batch, device, half, output, fast_preproce
             return predict_to_file(model, list(source), output, ray=ray_address is not None,
                                    address=None if ray_address == RAY_LOCAL else ray_address, imgsz=imgsz,
                                    batch=batch, device=device, fast_preprocess=fast_preprocess,
-                                   progress=not as_json)
+                                   progress=not as_json, threads=threads)
 
         summary = run_command(to_file, verbose, as_json)
         emit_json(summary) if as_json else click.echo(

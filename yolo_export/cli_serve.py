@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 
-from yolo_export.cli import RAY_LOCAL, _ray_opt, _verbose_opt, run_command
+from yolo_export.cli import RAY_LOCAL, _json_opt, _ray_opt, _threads_opt, _verbose_opt, emit_json, run_command
 
 
 @click.command("serve")
@@ -12,7 +15,6 @@ from yolo_export.cli import RAY_LOCAL, _ray_opt, _verbose_opt, run_command
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0: every one).")
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, 0, cuda:0.")
-@click.option("--threads", type=int, help="CPU threads of the runtime (torch; default: the runtime's own).")
 @click.option("--replicas", type=int, default=1, show_default=True,
               help="Model replicas: worker processes on this machine, or Ray Serve replicas with --ray.")
 @click.option("--max-batch", type=int, default=8, show_default=True,
@@ -23,12 +25,17 @@ from yolo_export.cli import RAY_LOCAL, _ray_opt, _verbose_opt, run_command
 @click.option("--max-images", type=int, default=16, show_default=True, help="Most images in one request.")
 @click.option("--max-pixels", type=int, default=40_000_000, show_default=True,
               help="Largest image (width x height, read from the header before decoding).")
+@click.option("--max-concurrency", type=int, default=64, show_default=True,
+              help="POST requests served at once; more get 503 before their body is read (memory for bodies stays "
+                   "under this x --max-upload-mb).")
 @click.option("--fast-preprocess", is_flag=True,
               help="Draft JPEG decode + one-pass resize (as predict --fast-preprocess): faster, a few /255 off.")
 @_ray_opt
+@_threads_opt
+@_json_opt
 @_verbose_opt
-def serve_cmd(model, host, port, device, threads, replicas, max_batch, batch_wait_ms, max_upload_mb, max_images,
-              max_pixels, fast_preprocess, ray_address, verbose):
+def serve_cmd(model, host, port, device, replicas, max_batch, batch_wait_ms, max_upload_mb, max_images,
+              max_pixels, max_concurrency, fast_preprocess, ray_address, threads, as_json, verbose):
     """Serve MODEL (any artefact this machine runs) over HTTP.
 
     \b
@@ -38,33 +45,60 @@ def serve_cmd(model, host, port, device, threads, replicas, max_batch, batch_wai
       GET  /          a page: drop an image, see the top-5
     \b
       curl -s --data-binary @cat.jpg http://127.0.0.1:8000/predict
+
+    \b
+    With --json: one JSON document on stdout when the server listens ({"url", "model", "replicas", ...}), or the
+    error document {"error", "type"} if it cannot start; logs stay on stderr.
     """
+    opts = {"model": model, "host": host, "port": port, "device": device, "replicas": replicas, "threads": threads,
+            "max_batch": max_batch, "batch_wait_ms": batch_wait_ms, "max_upload_mb": max_upload_mb,
+            "max_images": max_images, "max_pixels": max_pixels, "max_concurrency": max_concurrency,
+            "fast_preprocess": fast_preprocess, "ray_address": ray_address}
+    run_command(lambda: _serve(opts, as_json, verbose), verbose, as_json)
 
-    def go():
-        from pathlib import Path
 
-        from yolo_export.errors import ArgumentError
-        from yolo_export.serving import ServeConfig, require_serving
+def _config(o: dict):
+    from pathlib import Path
 
-        require_serving()
-        if replicas < 1 or max_batch < 1 or max_images < 1 or max_pixels < 1 or max_upload_mb <= 0:
-            raise ArgumentError("--replicas, --max-batch, --max-images, --max-pixels and --max-upload-mb must be > 0")
-        cfg = ServeConfig(model=str(Path(model).resolve()) if Path(model).exists() else model, device=device,
-                          threads=threads, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
-                          max_upload_mb=max_upload_mb, max_images=max_images, max_pixels=max_pixels,
-                          fast_preprocess=fast_preprocess)
-        where = f"http://{host}:{port}"
-        if ray_address is not None:
-            from yolo_export.distributed import serve_on_ray
+    from yolo_export.errors import ArgumentError
+    from yolo_export.serving import ServeConfig, require_serving
+    from yolo_export.threads import resolve
 
-            click.echo(f"serving {model} on Ray ({replicas} replica(s)) at {where}", err=True)
-            return serve_on_ray(cfg, None if ray_address == RAY_LOCAL else ray_address, host, port, replicas)
-        from yolo_export.serving import serve
+    require_serving()
+    if min(o["replicas"], o["max_batch"], o["max_images"], o["max_pixels"], o["max_concurrency"]) < 1 \
+            or o["max_upload_mb"] <= 0:
+        raise ArgumentError("--replicas, --max-batch, --max-images, --max-pixels, --max-concurrency and "
+                            "--max-upload-mb must be > 0")
+    resolve(o["threads"])  # a bad --threads is one line here, not a model that fails to load
+    m = o["model"]
+    return ServeConfig(model=str(Path(m).resolve()) if Path(m).exists() else m, device=o["device"],
+                       threads=o["threads"], max_batch=o["max_batch"], batch_wait_ms=o["batch_wait_ms"],
+                       max_upload_mb=o["max_upload_mb"], max_images=o["max_images"], max_pixels=o["max_pixels"],
+                       max_concurrency=o["max_concurrency"], fast_preprocess=o["fast_preprocess"])
 
-        click.echo(f"serving {model} at {where} (Ctrl-C or SIGTERM stops; in-flight requests finish)", err=True)
-        serve(cfg, host=host, port=port, replicas=replicas, log_level="info" if verbose else "warning")
 
-    run_command(go, verbose)
+def _serve(o: dict, as_json: bool, verbose: bool):
+    cfg = _config(o)
+    host, port, replicas, ray_address = o["host"], o["port"], o["replicas"], o["ray_address"]
+    where = f"http://{host}:{port}"
+    doc = {"url": where, "model": o["model"], "replicas": replicas, "ray": ray_address is not None,
+           "max_batch": cfg.max_batch, "max_concurrency": cfg.max_concurrency, "pid": os.getpid()}
+
+    def started(line: str):
+        emit_json(doc) if as_json else click.echo(line, err=True)
+        sys.stdout.flush()
+
+    if ray_address is not None:
+        from yolo_export.distributed import serve_on_ray
+
+        return serve_on_ray(cfg, None if ray_address == RAY_LOCAL else ray_address, host, port, replicas,
+                            on_started=lambda: started(f"serving {o['model']} on Ray ({replicas} replica(s)) at "
+                                                       f"{where}"))
+    from yolo_export.serving import check_port, serve
+
+    check_port(host, port)
+    started(f"serving {o['model']} at {where} (Ctrl-C or SIGTERM stops; in-flight requests finish)")
+    serve(cfg, host=host, port=port, replicas=replicas, log_level="info" if verbose else "warning")
 
 
 def register(group) -> None:

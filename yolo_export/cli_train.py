@@ -111,6 +111,8 @@ def train_cmd(model, as_json, verbose, **opts):
 @click.option("--workers", type=int, default=0, show_default=True)
 @click.option("--half", is_flag=True, help="fp16 on CUDA (PyTorch).")
 @click.option("--predictions", is_flag=True, help="Add each image's file and predicted class to the JSON.")
+@click.option("--output", "-o", help="Write one row per image (path, label, top1, top5, correct) to FILE "
+              "(.jsonl, .parquet or .csv); the same rows with --ray.")
 @click.option("--fast-preprocess", is_flag=True,
               help="Draft JPEG decode + one-pass resize: ~2x faster, a few /255 from the reference's pixels.")
 @_ray_opt
@@ -118,22 +120,33 @@ def train_cmd(model, as_json, verbose, **opts):
 @_names_opt
 @_json_opt
 @_verbose_opt
-def val_cmd(model, data, split, batch, imgsz, device, workers, half, predictions, fast_preprocess, ray_address, threads,
-            names, as_json, verbose):
+def val_cmd(model, data, split, batch, imgsz, device, workers, half, predictions, output, fast_preprocess,
+            ray_address, threads, names, as_json, verbose):
     """Top-1/top-5, per-class accuracy, confusion matrix and speed of MODEL on a dataset split."""
 
-    def go():
+    def run():
+        keep = predictions or bool(output)
         if ray_address is not None:
             from yolo_export.distributed import ray_val
 
             return ray_val(model, data, split=split, batch=batch, imgsz=imgsz,
                            address=None if ray_address == RAY_LOCAL else ray_address, device=device or "cpu",
-                           progress=not as_json)
+                           progress=not as_json, threads=threads, predictions=keep)
 
         y = open_model(model, device, names, imgsz, threads)
         return y.val(data=data, split=split, batch=batch, imgsz=imgsz, device=device, workers=workers, half=half,
-                     predictions=predictions, progress=not as_json, fast_preprocess=fast_preprocess,
+                     predictions=keep, progress=not as_json, fast_preprocess=fast_preprocess,
                      threads=threads)
+
+    def go():
+        m = run()
+        if output:
+            from yolo_export.distributed import write_val_rows
+
+            m["output"] = write_val_rows(m, output, m["names"])
+            if not predictions:
+                m.pop("files", None), m.pop("predictions", None)
+        return m
 
     m = run_command(go, verbose, as_json)
     if as_json:
@@ -146,6 +159,8 @@ def val_cmd(model, data, split, batch, imgsz, device, workers, half, predictions
     sp = m["speed"]
     click.echo(f"speed per image: preprocess {sp['preprocess']:.2f} ms, inference {sp['inference']:.2f} ms, "
                f"postprocess {sp['postprocess']:.2f} ms; {m.get('threads')} runtime thread(s)")
+    if m.get("output"):
+        click.echo(f"{m['output']['rows']} per-image row(s) -> {m['output']['output']}", err=True)
 
 
 # ----------------------------------------------------------------------------------------------- demo

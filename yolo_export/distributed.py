@@ -52,24 +52,31 @@ def init_ray(address: str | None = None, num_cpus: int | None = None,
 
 
 # ------------------------------------------------------------------------------ actors (run on Ray workers)
+def actor_threads(threads=None) -> int:
+    """Runtime threads in each actor, by the project's policy (``yolo_export.threads``), decided on the driver:
+    ``--threads`` > the driver's ``YOLO_EXPORT_THREADS`` > the CPUs an actor holds (one: Ray reserves one CPU per
+    actor, and the machine's cores are shared by every actor on it)."""
+    from yolo_export.threads import ENV, resolve
+
+    return resolve(threads) if threads or os.environ.get(ENV, "").strip() else 1
+
+
 class PredictActor:
     """Loads the artefact once; ``__call__`` classifies a batch of paths with ``stream_predict``."""
 
     def __init__(self, model: str, imgsz: int | None = None, device: str = "cpu", threads: int | None = None,
                  fast_preprocess: bool = False):
-        if threads:
-            import torch
-
-            torch.set_num_threads(int(threads))
         from yolo_export import YOLO
 
-        self.backend = YOLO(model, device=device).backend(device)
+        n = actor_threads(threads)  # already decided on the driver; kept whole for direct use
+        self.backend = YOLO(model, device=device, threads=n).backend(device, threads=n)
         self.kw = {"imgsz": imgsz, "workers": 0, "fast_preprocess": fast_preprocess}
 
     def __call__(self, batch: dict) -> dict:
         paths = [str(p) for p in batch["path"]]
         rows = predict_rows(self.backend, paths, len(paths), **self.kw)
-        return {"index": np.asarray(batch["index"]), "row": np.asarray([json.dumps(r) for r in rows], dtype=object)}
+        return {"index": np.asarray(batch["index"]), "row": np.asarray([json.dumps(r) for r in rows], dtype=object),
+                "threads": np.full(len(paths), self.backend.threads or 0)}
 
 
 def predict_rows(backend, paths: list[str], batch: int, **kw) -> list[dict]:
@@ -102,15 +109,12 @@ class ValActor:
     preprocessed as ``yexport val`` does (``EvalTransform``)."""
 
     def __init__(self, model: str, imgsz: int | None = None, device: str = "cpu", threads: int | None = None):
-        if threads:
-            import torch
-
-            torch.set_num_threads(int(threads))
         from yolo_export import YOLO
         from yolo_export.data.augment import EvalTransform
         from yolo_export.engine.predictor import resolve_preprocess
 
-        self.backend = YOLO(model, device=device).backend(device)
+        n = actor_threads(threads)  # already decided on the driver; kept whole for direct use
+        self.backend = YOLO(model, device=device, threads=n).backend(device, threads=n)
         self.transform = EvalTransform(resolve_preprocess(self.backend, imgsz))
 
     def __call__(self, batch: dict) -> dict:
@@ -125,7 +129,8 @@ class ValActor:
         probs = np.full((len(batch["path"]), nc), np.nan, np.float32)
         if arrays:
             probs[good] = self.backend.run(np.stack(arrays))
-        return {"index": np.asarray(batch["index"]), "label": np.asarray(batch["label"]), "probs": probs}
+        return {"index": np.asarray(batch["index"]), "label": np.asarray(batch["label"]), "probs": probs,
+                "threads": np.full(len(batch["path"]), self.backend.threads or 0)}
 
 
 # ------------------------------------------------------------------------------ the driver
@@ -239,36 +244,43 @@ class ResultsWriter:
 
 
 def ray_predict(model, source, output, address: str | None = None, imgsz: int | None = None, batch: int = 16,
-                device: str = "cpu", threads: int | None = 1, actors: int | None = None, num_cpus: int | None = None,
-                fast_preprocess: bool = False, progress: bool = True) -> dict:
-    """Classify every image of ``source`` on Ray actors; rows in input order in ``output``. Returns a summary."""
+                device: str = "cpu", threads: int | None = None, actors: int | None = None,
+                num_cpus: int | None = None, fast_preprocess: bool = False, progress: bool = True) -> dict:
+    """Classify every image of ``source`` on Ray actors; rows in input order in ``output``. Returns a summary
+    (with ``threads``: the runtime thread counts the actors reported)."""
     import time
-
-    from tqdm import tqdm
 
     paths = list_inputs(source)
     writer = ResultsWriter(output, paths)
     todo = [{"index": i, "path": p} for i, p in enumerate(paths) if i >= writer.done]
-    t0, complete = time.perf_counter(), False
+    t0, complete, seen = time.perf_counter(), False, set()
     try:
         if todo:
             ray = init_ray(address, num_cpus)
-            ctor = {"model": _abs(model), "imgsz": imgsz, "device": device, "threads": threads,
+            ctor = {"model": _abs(model), "imgsz": imgsz, "device": device, "threads": actor_threads(threads),
                     "fast_preprocess": fast_preprocess}
-            with tqdm(total=len(paths), initial=writer.done, desc="predict (ray)", disable=not progress,
-                      mininterval=0.5, dynamic_ncols=True) as bar:
-                for out in map_in_order(ray, todo, PredictActor, ctor, batch, actors):
-                    for i, row in zip(out["index"], out["row"]):
-                        writer.write({"index": int(i), **json.loads(row)})
-                    writer.flush()
-                    bar.update(len(out["index"]))
+            batches = map_in_order(ray, todo, PredictActor, ctor, batch, actors)
+            _write_batches(batches, writer, len(paths), progress, seen)
         complete = len(writer.rows) == len(paths)
     finally:
         writer.close(complete)
     dt = time.perf_counter() - t0
     return {"output": str(writer.output), "images": len(paths), "skipped_already_written": writer.done,
             "predicted": len(todo), "errors": sum(1 for r in writer.rows if r.get("error")), "time_s": round(dt, 3),
-            "images_per_s": round(len(todo) / dt, 2) if todo and dt else None}
+            "images_per_s": round(len(todo) / dt, 2) if todo and dt else None, "threads": sorted(seen)}
+
+
+def _write_batches(batches, writer, total: int, progress: bool, seen: set) -> None:
+    from tqdm import tqdm
+
+    with tqdm(total=total, initial=writer.done, desc="predict (ray)", disable=not progress, mininterval=0.5,
+              dynamic_ncols=True) as bar:
+        for out in batches:
+            for i, row in zip(out["index"], out["row"]):
+                writer.write({"index": int(i), **json.loads(row)})
+            seen.update(int(t) for t in out["threads"])
+            writer.flush()
+            bar.update(len(out["index"]))
 
 
 def _abs(model) -> str:
@@ -276,13 +288,12 @@ def _abs(model) -> str:
 
 
 def ray_val(model, data, split: str = "val", address: str | None = None, imgsz: int | None = None, batch: int = 32,
-            device: str = "cpu", threads: int | None = 1, actors: int | None = None, num_cpus: int | None = None,
-            fraction: float | None = None, progress: bool = True):
+            device: str = "cpu", threads: int | None = None, actors: int | None = None, num_cpus: int | None = None,
+            fraction: float | None = None, progress: bool = True, predictions: bool = False):
     """``yexport val`` with the images preprocessed and classified on Ray actors; the driver counts with the same
-    ``evaluate``/``summarise`` as local val, so the metrics are the same."""
+    ``evaluate``/``summarise`` as local val, so the metrics are the same. ``predictions``: as local val's (the
+    ``files``/``predictions`` keys and the ``per_image`` attribute that ``val --output`` writes)."""
     import time
-
-    import torch
 
     from yolo_export import YOLO
     from yolo_export.data.datasets import ClassificationDataset, resolve_dataset
@@ -290,37 +301,132 @@ def ray_val(model, data, split: str = "val", address: str | None = None, imgsz: 
 
     y = YOLO(model)
     data = data or Validator(y)._default_data()
-    root = resolve_dataset(data)
-    ds = ClassificationDataset(root, split, fraction=fraction)
+    ds = ClassificationDataset(resolve_dataset(data), split, fraction=fraction)
     mapping = match_classes(y.names, ds.names)
     names = [y.names[i] for i in sorted(y.names)]
-    rows = [{"index": i, "path": str(p), "label": int(mapping[c] if mapping else c)} for i, (p, c) in
-            enumerate(ds.samples)]
+    samples = [(str(p), int(mapping[c] if mapping else c)) for p, c in ds.samples]
     ray = init_ray(address, num_cpus)
-    ctor = {"model": _abs(model), "imgsz": imgsz, "device": device, "threads": threads}
-    batches = map_in_order(ray, rows, ValActor, ctor, batch, actors)
-
-    class Loader:
-        def __len__(self):
-            return (len(rows) + batch - 1) // batch
-
-        def __iter__(self):
-            for b in batches:
-                ok = ~np.isnan(b["probs"]).any(1)
-                bad = [(rows[int(i)]["path"], "cannot be decoded") for i in b["index"][~ok]]
-                if not ok.any():
-                    yield None, None, None, bad
-                    continue
-                yield (torch.from_numpy(b["probs"][ok]), torch.from_numpy(b["label"][ok].astype(np.int64)),
-                       torch.from_numpy(b["index"][ok].astype(np.int64)), bad)
-
+    ctor = {"model": _abs(model), "imgsz": imgsz, "device": device, "threads": actor_threads(threads)}
+    loader = _ValLoader(map_in_order(ray, [{"index": i, "path": p, "label": c} for i, (p, c) in enumerate(samples)],
+                                     ValActor, ctor, batch, actors), samples, batch)
     t0 = time.perf_counter()
-    counts = evaluate(lambda x: x, Loader(), len(names), progress=progress, desc=f"val {y.format} (ray)")
+    counts = evaluate(lambda x: x, loader, len(names), progress=progress, desc=f"val {y.format} (ray)",
+                      keep_preds=predictions)
     m = summarise(counts, names)
     m.update(format=y.format, model=str(y.ckpt_path or y.model_name), data=str(data), split=split,
-             imgsz=int(imgsz or y.imgsz), time_s=round(time.perf_counter() - t0, 3), ray=True)
+             imgsz=int(imgsz or y.imgsz), time_s=round(time.perf_counter() - t0, 3), ray=True,
+             threads=min(loader.threads) if loader.threads else None)
+    if predictions:
+        order = sorted(counts["preds"])
+        m["files"] = [samples[i][0] for i, _ in order]
+        m["predictions"] = [p[0] for _, p in order]
+        m.per_image = {"samples": samples, "topk": dict(order), "bad": counts["bad"]}
     LOGGER.info(f"{m['format']} on {data}/{split} (ray): top1 {m['top1']:.4f}  top5 {m['top5']:.4f}  ({m['n']} images)")
     return m
+
+
+class _ValLoader:
+    """The actors' output batches as ``evaluate`` reads a loader: (probs, labels, indices, undecodable)."""
+
+    def __init__(self, batches, samples: list, batch: int):
+        self.batches, self.samples, self.batch, self.threads = batches, samples, batch, set()
+
+    def __len__(self):
+        return (len(self.samples) + self.batch - 1) // self.batch
+
+    def __iter__(self):
+        import torch
+
+        for b in self.batches:
+            self.threads.update(int(t) for t in b["threads"])
+            ok = ~np.isnan(b["probs"]).any(1)
+            bad = [(self.samples[int(i)][0], "cannot be decoded") for i in b["index"][~ok]]
+            if not ok.any():
+                yield None, None, None, bad
+                continue
+            yield (torch.from_numpy(b["probs"][ok]), torch.from_numpy(b["label"][ok].astype(np.int64)),
+                   torch.from_numpy(b["index"][ok].astype(np.int64)), bad)
+
+
+VAL_SUFFIXES = (".jsonl", ".parquet", ".csv")
+
+
+def write_val_rows(m, output, names) -> dict:
+    """``val --output FILE``: one row per image of the split, in dataset order: ``index, path, label, label_name,
+    top1, name, top5, correct`` (an undecodable image: ``error`` set, no prediction). The same rows from local and
+    Ray val. Written atomically; an existing file is replaced only if it is an earlier ``val --output`` of the same
+    images (anything else is refused, never overwritten)."""
+    from yolo_export.errors import OutputError
+
+    out = Path(output)
+    if out.suffix.lower() not in VAL_SUFFIXES:
+        raise ArgumentError(f"--output must end in {', '.join(VAL_SUFFIXES)} (got {out.name})")
+    rows = val_rows(m.per_image, names)
+    if out.is_dir() or (out.exists() and not _same_val_output(out, rows)):
+        raise OutputError(f"{out} exists and is not an earlier val --output of these images; choose another --output")
+    tmp = out.with_name(f".{out.name}.tmp")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_table(tmp, rows)
+    os.replace(tmp, out)
+    return {"output": str(out), "rows": len(rows), "correct": sum(1 for r in rows if r["correct"])}
+
+
+def val_rows(per_image: dict, names) -> list[dict]:
+    topk, bad = per_image["topk"], set(per_image["bad"])
+    names = {i: n for i, n in enumerate(names)} if isinstance(names, (list, tuple)) else names
+    rows = []
+    for i, (path, label) in enumerate(per_image["samples"]):
+        t = topk.get(i)
+        row = {"index": i, "path": str(path), "label": int(label), "label_name": names.get(int(label)),
+               "top1": t[0] if t else None, "name": names.get(t[0]) if t else None, "top5": list(t) if t else [],
+               "correct": bool(t) and t[0] == int(label), "error": None}
+        if t is None:
+            row["error"] = "cannot be decoded" if str(path) in bad else "not classified"
+        rows.append(row)
+    return rows
+
+
+def _same_val_output(path: Path, rows: list[dict]) -> bool:
+    try:
+        old = _read_table(path)
+    except Exception:  # noqa: BLE001 - unreadable: not ours
+        return False
+    return [r.get("path") for r in old] == [r["path"] for r in rows] and all("correct" in r for r in old)
+
+
+def _write_table(path: Path, rows: list[dict]) -> None:
+    kind = path.name.rsplit(".", 2)[-2].lower()  # .NAME.SUFFIX.tmp
+    if kind == "parquet":
+        if importlib.util.find_spec("pyarrow") is None:
+            raise MissingDependency("--output .parquet", "ray", "missing pyarrow")
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    elif kind == "csv":
+        import csv
+
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["index"])
+            w.writeheader()
+            w.writerows({**r, "top5": " ".join(map(str, r["top5"]))} for r in rows)
+    else:
+        with open(path, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+def _read_table(path: Path) -> list[dict]:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    if suffix == ".csv":
+        import csv
+
+        with open(path, newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 # ------------------------------------------------------------------------------ serve on Ray Serve
@@ -338,7 +444,7 @@ class ServeReplica:
         return build_app(self.cfg, load_async=False)
 
 
-def serve_on_ray(cfg, address: str | None, host: str, port: int, replicas: int) -> None:
+def serve_on_ray(cfg, address: str | None, host: str, port: int, replicas: int, on_started=None) -> None:
     """The same FastAPI app as ``yexport serve``, as ``replicas`` Ray Serve replicas behind Ray's HTTP proxy;
     blocks until SIGINT/SIGTERM, then shuts the application and Ray down and exits the process (the body of
     ``yexport serve --ray``)."""
@@ -357,8 +463,9 @@ def serve_on_ray(cfg, address: str | None, host: str, port: int, replicas: int) 
     dep = serve.deployment(name="yexport", num_replicas=replicas,
                            ray_actor_options={"num_cpus": 1})(serve.ingress()(ServeReplica))
     serve.run(dep.bind(cfg.to_env()), name="yexport", route_prefix="/", blocking=False)
+    if on_started:
+        on_started()
     try:
-        LOGGER.info(f"ready: http://{host}:{port} ({replicas} replica(s) on Ray)")
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:
@@ -375,13 +482,14 @@ def serve_on_ray(cfg, address: str | None, host: str, port: int, replicas: int) 
 
 def predict_to_file(model, source, output, ray: bool = False, address: str | None = None, imgsz: int | None = None,
                     batch: int = 1, device: str | None = None, fast_preprocess: bool = False,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, threads: int | None = None) -> dict:
     """``yexport predict --output FILE [--ray [ADDRESS]]``: rows in input order; a rerun skips what is written."""
     if not output:
         raise ArgumentError("--ray writes its results to a file: add --output results.jsonl (or .parquet)")
     if ray:
         return ray_predict(model, source, output, address=address, imgsz=imgsz, batch=max(int(batch or 1), 16),
-                           device=device or "cpu", fast_preprocess=fast_preprocess, progress=progress)
+                           device=device or "cpu", fast_preprocess=fast_preprocess, progress=progress,
+                           threads=threads)
     import time
 
     from yolo_export import YOLO
@@ -393,7 +501,7 @@ def predict_to_file(model, source, output, ray: bool = False, address: str | Non
     complete = False
     try:
         if todo:
-            backend = YOLO(model, device=device).backend(device)
+            backend = YOLO(model, device=device, threads=threads).backend(device, threads=threads)
             kw = {"imgsz": imgsz, "fast_preprocess": fast_preprocess}
             step = max(64, int(batch or 1))
             for start in range(0, len(todo), step):

@@ -3,26 +3,30 @@
 One ASGI app, built by ``build_app(cfg)``:
 
 - ``POST /predict`` takes one or more images (multipart upload, or the raw bytes of one image as the body; URLs are
-  never fetched) and answers the same JSON as ``yexport predict --json`` (a list of ``Results.to_dict()``);
-- ``GET /health`` (liveness), ``GET /ready`` (200 once the model is loaded, 503 before), ``GET /metadata``,
-  ``GET /metrics`` (Prometheus text), ``GET /`` (a small page: drop an image, see the top-5);
-- images are decoded and preprocessed by the project's own code (``data.transforms``) in worker threads; the
-  runtime runs in one thread, fed by a small asyncio batcher that groups images of concurrent requests into one
-  call (``--max-batch``, ``--batch-wait-ms``; ``--max-batch 1`` turns batching off). ``AutoBackend.run`` pads
-  fixed-batch artefacts as predict does;
-- every bad request is a 4xx with ``{"error": ..., "type": ...}`` and the server keeps serving. Budgets are
-  checked before anything is allocated: the body size (from Content-Length, then while reading), the number of
-  images, and the pixel count from the image header before decoding.
+  never fetched) and answers the same JSON as ``yexport predict --json`` (a list of ``Results.to_dict()``, with the
+  runtime's real thread count);
+- ``GET /health`` (liveness), ``GET /ready`` (200 once the model is loaded, in every worker; 503 before),
+  ``GET /metadata``, ``GET /metrics`` (Prometheus text; with ``--replicas N`` on one machine, the sum over the
+  workers, through prometheus_client's multiprocess mode), ``GET /`` (a small page: drop an image, see the top-5);
+- each image is decoded and preprocessed by the project's own code (``data.transforms``) in a worker thread, which
+  hands it straight to the runtime thread; the runtime thread groups the images waiting for it into one call
+  (``--max-batch``, ``--batch-wait-ms``; ``--max-batch 1`` turns batching off). ``AutoBackend.run`` pads fixed-batch
+  artefacts as predict does. The event loop only parses HTTP and writes JSON: it is never on the runtime's path;
+- every bad request is a 4xx with the CLI's error document ``{"error": ..., "type": ...}`` (``type`` one of
+  ``errors.DOCUMENTED``) and the server keeps serving. Budgets are checked before anything is allocated: requests
+  being served (``--max-concurrency``: over it, 503 before the body is read), the body size (from Content-Length,
+  then while reading), the number of images, and the pixel count from the image header before decoding. Memory for
+  bodies is therefore bounded by ``max_concurrency x max_upload_mb``.
 
 The serving libraries (fastapi, uvicorn, prometheus_client) are imported inside functions: ``yexport --help``
-never imports them.
+never imports them. (No ``from __future__ import annotations`` here: FastAPI reads the route's annotations.)
 """
-
 
 import asyncio
 import io
 import json
 import os
+import queue
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,10 +34,14 @@ from pathlib import Path
 
 import numpy as np
 
-from yolo_export.errors import ImageError, MissingDependency, YoloExportError
+from yolo_export.errors import (ArgumentError, ImageError, LimitError, MissingDependency, NotAvailable,
+                                YoloExportError, user_error)
 
 PAGE = Path(__file__).with_name("serve_page.html")
 CONFIG_ENV = "YOLO_EXPORT_SERVE_CONFIG"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# HTTP status of each error class (the first match along the class's MRO); anything else is a 500
+STATUS = (("ArgumentError", 400), ("LimitError", 413), ("ImageError", 415), ("NotAvailable", 503))
 
 
 @dataclass
@@ -46,8 +54,11 @@ class ServeConfig:
     max_upload_mb: float = 20.0
     max_images: int = 16
     max_pixels: int = 40_000_000
+    max_concurrency: int = 64    # POST requests served at once; over it: 503 before the body is read
     fast_preprocess: bool = False
-    prep_workers: int | None = None  # decode/preprocess threads; default: predict's (one per core, at most 4)
+    prep_workers: int | None = None  # decode/preprocess threads; default: predict's (one per CPU, at most 4)
+    replicas: int = 1                # worker processes on this machine (the shared dir aggregates them)
+    shared_dir: str | None = None    # the workers' shared folder: metrics files, readiness marks
     extra: dict = field(default_factory=dict)
 
     def to_env(self) -> str:
@@ -56,14 +67,6 @@ class ServeConfig:
     @classmethod
     def from_env(cls) -> "ServeConfig":
         return cls(**json.loads(os.environ[CONFIG_ENV]))
-
-
-class RequestError(YoloExportError):
-    """A bad request: answered with ``status`` and a one-line JSON error."""
-
-    def __init__(self, status: int, msg: str):
-        super().__init__(msg)
-        self.status = status
 
 
 def require_serving() -> None:
@@ -75,6 +78,22 @@ def require_serving() -> None:
         raise MissingDependency("yexport serve", "serve", f"{', '.join(missing)} not installed")
 
 
+# ------------------------------------------------------------------------------ error documents
+def http_status(err: BaseException) -> int:
+    for cls in type(err).__mro__:
+        for name, status in STATUS:
+            if cls.__name__ == name:
+                return status
+    return 500
+
+
+def error_doc(err: BaseException) -> bytes:
+    """The CLI's error document (``cli.fail``): one line and the documented class name."""
+    e = user_error(err)
+    text = str(e).strip()
+    return json.dumps({"error": text.splitlines()[0] if text else "failed", "type": type(e).__name__}).encode()
+
+
 # ------------------------------------------------------------------------------ the model side
 class ModelService:
     """Loads the artefact once (in a background thread, so /health answers at once) and turns bytes into Results."""
@@ -83,29 +102,36 @@ class ModelService:
         self.cfg = cfg
         self.backend = None
         self.pp = None
-        self.error: str | None = None
+        self.error: YoloExportError | None = None
         self.loaded = threading.Event()
 
     def load(self) -> None:
         try:
-            if self.cfg.threads:
-                import torch
-
-                torch.set_num_threads(int(self.cfg.threads))
             from yolo_export import YOLO
             from yolo_export.engine.predictor import resolve_preprocess
 
-            self.backend = YOLO(self.cfg.model, device=self.cfg.device).backend(self.cfg.device)
+            y = YOLO(self.cfg.model, device=self.cfg.device, threads=self.cfg.threads)
+            self.backend = y.backend(self.cfg.device, threads=self.cfg.threads)
             self.pp = resolve_preprocess(self.backend, None, self.cfg.fast_preprocess)
             self.backend.run(np.zeros((1, 3, self.pp["crop"], self.pp["crop"]), np.float32))  # warm up
         except Exception as e:  # noqa: BLE001 - reported by /ready and /predict, one line
-            self.error = str(e).splitlines()[0] if str(e) else type(e).__name__
+            self.backend, self.error = None, user_error(e)
         finally:
             self.loaded.set()
 
     @property
     def ready(self) -> bool:
         return self.backend is not None
+
+    def not_ready(self) -> YoloExportError:
+        if self.error is None:
+            return NotAvailable("model is loading")
+        cls = NotAvailable if isinstance(self.error, MissingDependency) else type(self.error)
+        return cls(f"model failed to load: {self.error}")
+
+    @property
+    def threads(self) -> int | None:
+        return self.backend.threads if self.backend is not None else None
 
     def prepare(self, data: bytes, name: str):
         """Bytes of one image -> (CHW float32, (h, w), ms). Pixel budget checked from the header, before decoding."""
@@ -115,122 +141,184 @@ class ModelService:
 
         t0 = time.perf_counter()
         if not data:
-            raise RequestError(400, f"{name}: empty image")
+            raise ArgumentError(f"{name}: empty image")
         try:
             with Image.open(io.BytesIO(data)) as im:
                 w, h = im.size
         except Exception:  # noqa: BLE001 - any failure to identify is "not an image"
-            raise RequestError(415, f"{name}: not an image this server can read") from None
+            raise ImageError(f"{name}: not an image this server can read") from None
         if w * h > self.cfg.max_pixels:
-            raise RequestError(413, f"{name}: {w}x{h} = {w * h} pixels is over the limit of {self.cfg.max_pixels} "
-                                    "(--max-pixels)")
+            raise LimitError(f"{name}: {w}x{h} = {w * h} pixels is over the limit of {self.cfg.max_pixels} "
+                             "(--max-pixels)")
         try:
             im = open_image(io.BytesIO(data), draft_to=self.pp["resize"] if self.pp.get("fast") else None)  # exact
         except ImageError as e:
-            raise RequestError(415, f"{name}: {str(e).split(': ', 1)[-1]}") from None
+            raise ImageError(f"{name}: {str(e).split(': ', 1)[-1]}") from None
         except Exception as e:  # noqa: BLE001 - a decoder failing on hostile bytes is a bad request
-            raise RequestError(415, f"{name}: cannot decode image ({type(e).__name__})") from None
+            raise ImageError(f"{name}: cannot decode image ({type(e).__name__})") from None
         return preprocess(im, self.pp), (im.size[1], im.size[0]), (time.perf_counter() - t0) * 1e3
 
     def run(self, arrays: list) -> np.ndarray:
         return self.backend.run(np.stack(arrays))
 
-    def results(self, items, probs, infer_ms):
+    def result(self, name: str, shape, pre_ms: float, probs, infer_ms: float) -> dict:
+        """One image's answer, as ``yexport predict --json`` writes it."""
         from yolo_export.engine.results import Results
 
-        out = []
-        for (name, _, shape, pre_ms), p in zip(items, probs):
-            t = time.perf_counter()
-            r = Results(p, self.backend.names, path=name, orig_shape=shape)
-            r.speed = {"preprocess": pre_ms, "inference": infer_ms, "postprocess": (time.perf_counter() - t) * 1e3}
-            out.append(r.to_dict())
-        return out
+        t = time.perf_counter()
+        r = Results(probs, self.backend.names, path=name, orig_shape=shape)
+        r.preprocess = "fast" if self.pp.get("fast") else "exact"
+        r.threads = self.backend.threads
+        r.speed = {"preprocess": pre_ms, "inference": infer_ms, "postprocess": (time.perf_counter() - t) * 1e3}
+        return r.to_dict()
 
     def metadata(self) -> dict:
         b = self.backend
         md = b.metadata
         keep = ("description", "version", "date", "imgsz", "batch", "args", "verification", "preprocess")
         out = {"model": Path(self.cfg.model).name, "format": b.format, "names": b.names, "nc": len(b.names),
-               "fixed_batch": b.fixed_batch, "dynamic": b.dynamic}
+               "fixed_batch": b.fixed_batch, "dynamic": b.dynamic, "threads": b.threads}
         out.update({k: md[k] for k in keep if k in md})
-        out["serve"] = {"max_batch": self.cfg.max_batch, "batch_wait_ms": self.cfg.batch_wait_ms,
-                        "max_upload_mb": self.cfg.max_upload_mb, "max_images": self.cfg.max_images,
-                        "max_pixels": self.cfg.max_pixels}
+        c = self.cfg
+        out["serve"] = {"max_batch": c.max_batch, "batch_wait_ms": c.batch_wait_ms, "max_upload_mb": c.max_upload_mb,
+                        "max_images": c.max_images, "max_pixels": c.max_pixels, "max_concurrency": c.max_concurrency,
+                        "replicas": c.replicas, "preprocess": "fast" if self.pp.get("fast") else "exact",
+                        "pid": os.getpid()}
         return out
 
 
 class Batcher:
-    """Groups arrays from concurrent requests into one runtime call: up to ``max_batch``, waiting at most
-    ``wait_ms`` after the first for more. Runtime calls run one at a time in one worker thread."""
+    """The runtime thread: takes the arrays that preprocessing threads ``put`` and runs them, grouped into calls of
+    up to ``max_batch`` (waiting at most ``wait_ms`` after the first for more when nothing else is queued). Each
+    array's ``done`` callback gets ``(probs, ms per image)`` or the exception, in the runtime thread.
+
+    Nothing waits for the event loop on this path: when the runtime finishes a call, the next batch is already
+    queued (under load) and starts at once."""
 
     def __init__(self, fn, max_batch: int, wait_ms: float, on_batch=None):
-        from concurrent.futures import ThreadPoolExecutor
-
         self.fn, self.max_batch, self.wait = fn, max(1, int(max_batch)), max(0.0, wait_ms) / 1e3
         self.on_batch = on_batch
-        self.queue: asyncio.Queue | None = None
-        self.task = None
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="yexport-runtime")
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+
+    def put(self, array, done) -> None:
+        if self.thread is None:
+            with self.lock:
+                if self.thread is None:
+                    self.thread = threading.Thread(target=self._loop, name="yexport-runtime", daemon=True)
+                    self.thread.start()
+        self.queue.put((array, done))
 
     async def submit(self, arrays: list) -> list:
-        if self.task is None:
-            self.queue = asyncio.Queue()
-            self.task = asyncio.get_running_loop().create_task(self._loop())
+        """From a coroutine: ``[(probs, ms), ...]`` for ``arrays``."""
         loop = asyncio.get_running_loop()
         futs = [loop.create_future() for _ in arrays]
         for a, f in zip(arrays, futs):
-            self.queue.put_nowait((a, f))
+            self.put(a, settler(loop, f))
         return await asyncio.gather(*futs)
 
-    async def _loop(self):
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = [await self.queue.get()]
-            deadline = loop.time() + self.wait
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(self.queue.get_nowait())
-                    continue
-                except asyncio.QueueEmpty:
-                    pass
-                left = deadline - loop.time()
+    def _take(self) -> list | None:
+        first = self.queue.get()
+        if first is None:
+            return None
+        batch, deadline = [first], time.monotonic() + self.wait
+        while len(batch) < self.max_batch:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 try:
-                    batch.append(await asyncio.wait_for(self.queue.get(), left))
-                except asyncio.TimeoutError:
+                    item = self.queue.get(timeout=left)
+                except queue.Empty:
                     break
-            await self._run(loop, batch)
+            if item is None:
+                self.queue.put(None)  # close() after these: run them, then stop
+                break
+            batch.append(item)
+        return batch
 
-    async def _run(self, loop, batch):
+    def _loop(self) -> None:
+        while (batch := self._take()) is not None:
+            self._run(batch)
+
+    def _run(self, batch: list) -> None:
         t0 = time.perf_counter()
         try:
-            probs = await loop.run_in_executor(self.pool, self.fn, [a for a, _ in batch])
+            probs = self.fn([a for a, _ in batch])
         except Exception as e:  # noqa: BLE001 - each waiting request gets the error
-            for _, f in batch:
-                if not f.done():
-                    f.set_exception(e)
+            for _, done in batch:
+                done(e)
             return
         ms = (time.perf_counter() - t0) * 1e3 / len(batch)
         if self.on_batch:
             self.on_batch(len(batch))
-        for (_, f), p in zip(batch, probs):
-            if not f.done():
-                f.set_result((p, ms))
+        for (_, done), p in zip(batch, probs):
+            done((p, ms))
 
-    def close(self):
-        if self.task is not None:
-            self.task.cancel()
+    def close(self) -> None:
+        if self.thread is not None:
+            self.queue.put(None)
+
+
+def settler(loop, fut):
+    """A callback for another thread that settles ``fut`` (a result, or an exception) on ``loop``."""
+
+    def settle(value):
+        if not fut.done():
+            if isinstance(value, BaseException):
+                fut.set_exception(value)
+            else:
+                fut.set_result(value)
+
+    return lambda value: loop.call_soon_threadsafe(settle, value)
+
+
+class Pipeline:
+    """Bytes of the images of one request -> their answers: decode + preprocess in the prep pool, whose thread
+    hands the array straight to the runtime thread; the event loop awaits one future per image."""
+
+    def __init__(self, svc: ModelService, batcher: Batcher, workers: int):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.svc, self.batcher = svc, batcher
+        self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="yexport-prep")
+
+    def _prep_and_queue(self, data: bytes, name: str, done) -> None:
+        try:
+            arr, shape, pre_ms = self.svc.prepare(data, name)
+        except Exception as e:  # noqa: BLE001 - answered to this request
+            return done(e)
+        self.batcher.put(arr, lambda r: done(r if isinstance(r, BaseException) else (*r, shape, pre_ms)))
+
+    async def classify(self, imgs: list[tuple[str, bytes]]) -> list[dict]:
+        loop = asyncio.get_running_loop()
+        futs = [loop.create_future() for _ in imgs]
+        for (name, data), f in zip(imgs, futs):
+            self.pool.submit(self._prep_and_queue, data, name, settler(loop, f))
+        outs = await asyncio.gather(*futs, return_exceptions=True)
+        for o in outs:
+            if isinstance(o, BaseException):
+                raise o
+        return [self.svc.result(name, shape, pre_ms, p, ms) for (name, _), (p, ms, shape, pre_ms) in zip(imgs, outs)]
+
+    def close(self) -> None:
+        self.batcher.close()
         self.pool.shutdown(wait=False)
 
 
-# ------------------------------------------------------------------------------ the HTTP side
+# ------------------------------------------------------------------------------ metrics and readiness
 class Metrics:
-    """Prometheus counters and histograms in a registry of this app's own."""
+    """Prometheus counters and histograms. With a shared dir (``--replicas N`` on one machine), every worker writes
+    its values there (prometheus_client's multiprocess mode, chosen by ``PROMETHEUS_MULTIPROC_DIR`` before the
+    library loads) and ``/metrics`` answers the sum over all the workers, whichever one is asked."""
 
-    def __init__(self):
+    def __init__(self, shared_dir: str | None = None):
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+        self.shared = shared_dir if shared_dir and os.environ.get(MULTIPROC_ENV) == shared_dir else None
         self.registry = r = CollectorRegistry()
         self.requests = Counter("yexport_requests", "HTTP requests by path and status", ["path", "status"], registry=r)
         self.errors = Counter("yexport_errors", "Requests answered with an error, by status", ["status"], registry=r)
@@ -239,36 +327,100 @@ class Metrics:
                                  buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
         self.batch = Histogram("yexport_batch_size", "Images per runtime call", registry=r,
                                buckets=(1, 2, 4, 8, 16, 32, 64))
-        self.in_flight = Gauge("yexport_in_flight", "Requests being served", registry=r)
+        self.in_flight = Gauge("yexport_in_flight", "POST requests being served", registry=r,
+                               multiprocess_mode="livesum")
+        self.refused = Counter("yexport_refused_busy", "POST requests refused over --max-concurrency", registry=r)
 
     def text(self) -> tuple[bytes, str]:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        if not self.shared:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        r = CollectorRegistry()
+        MultiProcessCollector(r, path=self.shared)
+        return generate_latest(r), CONTENT_TYPE_LATEST
+
+    def close(self) -> None:
+        if self.shared:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid(), self.shared)
 
 
-def error_body(status: int, msg: str) -> bytes:
-    kind = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
-            415: "unsupported_media_type", 503: "not_ready"}.get(status, "error")
-    return json.dumps({"error": msg, "type": kind, "status": status}).encode()
+def ready_workers(cfg: ServeConfig, svc: ModelService) -> int:
+    """Workers whose model is loaded: this one alone, or the live pids that marked the shared dir."""
+    if not cfg.shared_dir or cfg.replicas <= 1:
+        return int(svc.ready)
+    n = 0
+    for p in Path(cfg.shared_dir).glob("ready.*"):
+        try:
+            os.kill(int(p.suffix[1:]), 0)
+            n += 1
+        except (ValueError, ProcessLookupError, PermissionError):
+            continue
+    return n
 
 
-class BodyLimit:
-    """ASGI middleware: refuse a body over ``limit`` bytes with 413 before reading it into memory (Content-Length),
-    or as soon as a streamed body passes the limit. A declared-too-large body is drained (up to 8x the limit, never
-    kept) so the client can read the answer instead of seeing a reset connection."""
+def mark_ready(cfg: ServeConfig, svc: ModelService) -> None:
+    if cfg.shared_dir and svc.ready:
+        (Path(cfg.shared_dir) / f"ready.{os.getpid()}").touch()
 
-    def __init__(self, app, limit: int, on_refuse=None):
-        self.app, self.limit, self.on_refuse = app, int(limit), on_refuse
+
+# ------------------------------------------------------------------------------ the ASGI guard
+class Guard:
+    """Pure ASGI middleware in front of the app: the concurrency cap and the body limit (both before the body is
+    read), and the request counters. A body declared too large is drained (up to 8x the limit, never kept) so the
+    client can read the answer instead of seeing a reset connection."""
+
+    def __init__(self, app, cfg: ServeConfig, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+        self.limit, self.cap = int(cfg.max_upload_mb * 2**20), max(1, int(cfg.max_concurrency))
+        self.active = 0
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT"):
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._drain(receive, min(int(declared), 8 * self.limit))
-            return await self._refuse(send, int(declared))
+        path = scope["path"] if scope["path"] in KNOWN_PATHS else "other"
+        status = [500]
+
+        async def counted_send(msg):
+            if msg["type"] == "http.response.start":
+                status[0] = msg["status"]
+            await send(msg)
+
+        try:
+            if scope["method"] not in ("POST", "PUT"):
+                return await self.app(scope, receive, counted_send)
+            return await self._post(scope, receive, counted_send)
+        finally:
+            self.metrics.requests.labels(path, str(status[0])).inc()
+            if status[0] >= 400:
+                self.metrics.errors.labels(str(status[0])).inc()
+
+    async def _post(self, scope, receive, send):
+        if self.active >= self.cap:
+            self.metrics.refused.inc()
+            busy = NotAvailable(f"server busy: {self.active} requests in flight (--max-concurrency {self.cap}); "
+                                "retry shortly")
+            return await respond(send, 503, error_doc(busy), close=True, extra=[(b"retry-after", b"1")])
+        self.active += 1
+        try:
+            declared = dict(scope.get("headers") or []).get(b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self.limit:
+                await self._drain(receive, min(int(declared), 8 * self.limit))
+                return await self._refuse(send, int(declared))
+            body = await self._read(receive)
+            if body is None:
+                return None
+            if len(body) > self.limit:
+                return await self._refuse(send, len(body))
+            return await self.app(scope, replayer(body, receive), send)
+        finally:
+            self.active -= 1
+
+    async def _read(self, receive) -> bytearray | None:
         body, more = bytearray(), True
         while more:
             msg = await receive()
@@ -277,17 +429,8 @@ class BodyLimit:
             body += msg.get("body", b"")
             more = msg.get("more_body", False)
             if len(body) > self.limit:
-                return await self._refuse(send, len(body))
-        sent = False
-
-        async def replay():
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": bytes(body), "more_body": False}
-
-        return await self.app(scope, replay, send)
+                break
+        return body
 
     async def _drain(self, receive, cap):
         got = 0
@@ -300,103 +443,98 @@ class BodyLimit:
                 return
 
     async def _refuse(self, send, size):
-        if self.on_refuse:
-            self.on_refuse(413)
         mb = self.limit / 2**20
-        body = error_body(413, f"request body of {size} bytes is over the limit of {mb:g} MB (--max-upload-mb)")
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+        err = LimitError(f"request body of {size} bytes is over the limit of {mb:g} MB (--max-upload-mb)")
+        await respond(send, 413, error_doc(err), close=True)
 
 
+def replayer(body: bytearray, receive):
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+    return replay
+
+
+async def respond(send, status: int, body: bytes, close: bool = False, extra=()):
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+# ------------------------------------------------------------------------------ the HTTP side
 async def read_images(request, cfg: ServeConfig) -> list[tuple[str, bytes]]:
     """(name, bytes) of every image in the request: multipart files (any field name), or the raw body."""
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
-        try:
-            form = await request.form(max_files=cfg.max_images + 1, max_fields=cfg.max_images + 16,
-                                      max_part_size=int(cfg.max_upload_mb * 2**20))
-        except Exception as e:  # noqa: BLE001 - starlette's multipart errors: a malformed upload
-            raise RequestError(400, f"malformed multipart upload: {getattr(e, 'detail', e)}") from None
-        files = [(k, v) for k, v in form.multi_items() if hasattr(v, "read")]
-        if any(not hasattr(v, "read") and str(v).startswith(("http://", "https://")) for _, v in form.multi_items()):
-            raise RequestError(400, "URLs are never fetched: upload the image bytes")
-        if len(files) > cfg.max_images:
-            raise RequestError(413, f"more than {cfg.max_images} images in one request (--max-images)")
-        out = [(v.filename or f"image{i}", await v.read()) for i, (_, v) in enumerate(files)]
-        await form.close()
-        if not out:
-            raise RequestError(400, "no image in the upload: send files in a multipart form, or the raw image bytes")
-        return out
+        return await _read_form(request, cfg)
     body = await request.body()
     if not body:
-        raise RequestError(400, "empty body: send an image (raw bytes or multipart upload)")
+        raise ArgumentError("empty body: send an image (raw bytes or multipart upload)")
     if body[:8].lower().startswith((b"http://", b"https:/")):
-        raise RequestError(400, "URLs are never fetched: send the image bytes")
+        raise ArgumentError("URLs are never fetched: send the image bytes")
     return [("image0", body)]
 
 
-def build_app(cfg: ServeConfig, load_async: bool = True):
-    """The ASGI app. ``load_async``: load the model in a thread so /health answers while it loads."""
-    require_serving()
-    from contextlib import asynccontextmanager
-    from concurrent.futures import ThreadPoolExecutor
+async def _read_form(request, cfg: ServeConfig) -> list[tuple[str, bytes]]:
+    try:
+        form = await request.form(max_files=cfg.max_images + 1, max_fields=cfg.max_images + 16,
+                                  max_part_size=int(cfg.max_upload_mb * 2**20))
+    except Exception as e:  # noqa: BLE001 - starlette's multipart errors: a malformed upload
+        raise ArgumentError(f"malformed multipart upload: {getattr(e, 'detail', e)}") from None
+    try:
+        items = form.multi_items()
+        files = [v for _, v in items if hasattr(v, "read")]
+        if any(not hasattr(v, "read") and str(v).startswith(("http://", "https://")) for _, v in items):
+            raise ArgumentError("URLs are never fetched: upload the image bytes")
+        if len(files) > cfg.max_images:
+            raise LimitError(f"more than {cfg.max_images} images in one request (--max-images)")
+        if not files:
+            raise ArgumentError("no image in the upload: send files in a multipart form, or the raw image bytes")
+        return [(v.filename or f"image{i}", await v.read()) for i, v in enumerate(files)]
+    finally:
+        await form.close()
 
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import HTMLResponse, JSONResponse, Response
-    from starlette.exceptions import HTTPException
 
-    svc, metrics = ModelService(cfg), Metrics()
-    prep_pool = ThreadPoolExecutor(max(1, cfg.prep_workers or min(4, os.cpu_count() or 1)),
-                                   thread_name_prefix="yexport-prep")
-    batcher = Batcher(svc.run, cfg.max_batch, cfg.batch_wait_ms, on_batch=metrics.batch.observe)
+def json_response(obj, status: int = 200):
+    from starlette.responses import Response
 
-    @asynccontextmanager
-    async def lifespan(app):
-        if load_async:
-            threading.Thread(target=svc.load, name="yexport-load", daemon=True).start()
-        else:
-            svc.load()
-        yield
-        batcher.close()
-        prep_pool.shutdown(wait=False)
+    return Response(json.dumps(obj).encode(), status_code=status, media_type="application/json")
 
-    app = FastAPI(title="yexport serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.service = svc
 
-    def fail(status: int, msg: str):
-        metrics.errors.labels(str(status)).inc()
-        return Response(error_body(status, msg), status_code=status, media_type="application/json")
+def error_response(err: BaseException, status: int | None = None):
+    from starlette.responses import Response
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request, exc):
-        return fail(exc.status_code, str(exc.detail))
+    return Response(error_doc(err), status_code=status or http_status(err), media_type="application/json")
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request, exc):
-        return fail(400, "invalid request")
 
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        resp = await call_next(request)
-        metrics.requests.labels(request.url.path if request.url.path in KNOWN_PATHS else "other",
-                                str(resp.status_code)).inc()
-        return resp
+def _add_routes(app, cfg: ServeConfig, svc: ModelService, pipe: Pipeline, metrics: Metrics) -> None:
+    from fastapi import Request
+    from fastapi.responses import HTMLResponse, Response
 
     @app.get("/health")
     async def health():
-        return {"status": "ok"}
+        return json_response({"status": "ok"})
 
     @app.get("/ready")
     async def ready():
-        if svc.ready:
-            return {"ready": True, "model": Path(cfg.model).name}
-        return fail(503, f"model failed to load: {svc.error}" if svc.error else "model is loading")
+        n = ready_workers(cfg, svc)
+        if svc.ready and n >= cfg.replicas:
+            return json_response({"ready": True, "model": Path(cfg.model).name, "workers": n, "replicas": cfg.replicas})
+        if not svc.ready:
+            return error_response(svc.not_ready(), 503)
+        return error_response(NotAvailable(f"{n} of {cfg.replicas} workers have loaded the model"), 503)
 
     @app.get("/metadata")
     async def metadata():
-        return JSONResponse(svc.metadata()) if svc.ready else fail(503, svc.error or "model is loading")
+        return json_response(svc.metadata()) if svc.ready else error_response(svc.not_ready(), 503)
 
     @app.get("/metrics")
     async def prom():
@@ -410,31 +548,69 @@ def build_app(cfg: ServeConfig, load_async: bool = True):
     @app.post("/predict")
     async def predict(request: Request):
         if not svc.ready:
-            return fail(503, f"model failed to load: {svc.error}" if svc.error else "model is loading")
+            return error_response(svc.not_ready(), 503)
         t0 = time.perf_counter()
         metrics.in_flight.inc()
         try:
-            return JSONResponse(await _predict(request))
-        except RequestError as e:
-            return fail(e.status, str(e))
+            out = await pipe.classify(await read_images(request, cfg))
+            metrics.images.inc(len(out))
+            return json_response(out)
+        except YoloExportError as e:
+            return error_response(e)
         finally:
             metrics.in_flight.dec()
             metrics.latency.observe(time.perf_counter() - t0)
 
-    async def _predict(request):
-        imgs = await read_images(request, cfg)
-        loop = asyncio.get_running_loop()
-        preps = await asyncio.gather(*[loop.run_in_executor(prep_pool, svc.prepare, d, n) for n, d in imgs],
-                                     return_exceptions=True)
-        for p in preps:
-            if isinstance(p, BaseException):
-                raise p
-        outs = await batcher.submit([p[0] for p in preps])
-        items = [(n, None, p[1], p[2]) for (n, _), p in zip(imgs, preps)]
-        metrics.images.inc(len(items))
-        return [svc.results([it], [o[0]], o[1])[0] for it, o in zip(items, outs)]
 
-    return BodyLimit(app, int(cfg.max_upload_mb * 2**20), on_refuse=lambda s: metrics.errors.labels(str(s)).inc())
+def _add_error_handlers(app) -> None:
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc):
+        return error_response(ArgumentError(f"{request.method} {request.url.path}: {exc.detail}"), exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, exc):
+        return error_response(ArgumentError("invalid request"), 400)
+
+    @app.exception_handler(Exception)
+    async def internal(request, exc):
+        return error_response(exc, 500)
+
+
+def build_app(cfg: ServeConfig, load_async: bool = True):
+    """The ASGI app. ``load_async``: load the model in a thread so /health answers while it loads."""
+    require_serving()
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI
+
+    from yolo_export.threads import available_cpus
+
+    svc, metrics = ModelService(cfg), Metrics(cfg.shared_dir)
+    batcher = Batcher(svc.run, cfg.max_batch, cfg.batch_wait_ms, on_batch=metrics.batch.observe)
+    pipe = Pipeline(svc, batcher, cfg.prep_workers or min(4, available_cpus()))
+
+    def load():
+        svc.load()
+        mark_ready(cfg, svc)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        if load_async:
+            threading.Thread(target=load, name="yexport-load", daemon=True).start()
+        else:
+            load()
+        yield
+        pipe.close()
+        metrics.close()
+
+    app = FastAPI(title="yexport serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.service = svc
+    _add_error_handlers(app)
+    _add_routes(app, cfg, svc, pipe, metrics)
+    return Guard(app, cfg, metrics)
 
 
 KNOWN_PATHS = ("/", "/health", "/ready", "/metadata", "/metrics", "/predict")
@@ -444,6 +620,18 @@ def app_from_env():
     """uvicorn factory for ``--replicas N`` on one machine: each worker process builds the app from the config
     the parent put in the environment."""
     return build_app(ServeConfig.from_env())
+
+
+def check_port(host: str, port: int) -> None:
+    """One line (not uvicorn's log and exit) when the address cannot be listened on."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as e:
+        raise NotAvailable(f"cannot listen on {host}:{port}: {(e.strerror or str(e)).lower()}") from None
 
 
 def serve(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000, replicas: int = 1,
@@ -457,9 +645,18 @@ def serve(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000, replicas:
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler found at start: a no-op one
     # here, so a clean shutdown exits 0.
     signal.signal(signal.SIGTERM, lambda *_: None)
-    if replicas > 1:
-        os.environ[CONFIG_ENV] = cfg.to_env()
-        uvicorn.run("yolo_export.serving:app_from_env", factory=True, host=host, port=port, workers=replicas,
-                    log_level=log_level, timeout_graceful_shutdown=30)
+    kw = {"host": host, "port": port, "log_level": log_level, "access_log": False, "timeout_graceful_shutdown": 30}
+    if replicas <= 1:
+        uvicorn.run(build_app(cfg), **kw)
         return
-    uvicorn.run(build_app(cfg), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30)
+    import shutil
+    import tempfile
+
+    shared = tempfile.mkdtemp(prefix="yexport-serve-")
+    try:
+        cfg.replicas, cfg.shared_dir = replicas, shared
+        os.environ[CONFIG_ENV] = cfg.to_env()
+        os.environ[MULTIPROC_ENV] = shared  # read by prometheus_client when each worker imports it
+        uvicorn.run("yolo_export.serving:app_from_env", factory=True, workers=replicas, **kw)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)

@@ -46,7 +46,7 @@ def evaluate(predict, loader, nc: int, dist=None, progress: bool = False, desc: 
     top5 = torch.zeros((), dtype=torch.int64)
     nll = torch.zeros((), dtype=torch.float64)
     t_inf = t_post = 0.0
-    preds: list[tuple[int, int]] = []
+    preds: list[tuple[int, list[int]]] = []  # (dataset index, top-k classes) with keep_preds
     batches = Batches(loader)
     bar = tqdm(total=len(loader), desc=desc, leave=False, disable=not progress, mininterval=0.5, dynamic_ncols=True)
     for x, y, idx in batches:
@@ -65,7 +65,7 @@ def evaluate(predict, loader, nc: int, dist=None, progress: bool = False, desc: 
         top5 += (topk == y[:, None]).any(1).sum()
         nll += -torch.log(p.gather(1, y[:, None]).clamp_min(1e-12)).double().sum()
         if keep_preds:
-            preds.extend(zip(idx.tolist(), pred.tolist()))
+            preds.extend(zip(idx.tolist(), topk.tolist()))
         t_post += time.perf_counter() - t2
     bar.close()
     for f, _ in batches.bad[:5]:
@@ -77,7 +77,8 @@ def evaluate(predict, loader, nc: int, dist=None, progress: bool = False, desc: 
         for t in (cm, top5, nll, skipped):
             dist.all_reduce(t)
     return {"cm": cm.numpy(), "top5": int(top5), "nll": float(nll), "skipped": int(skipped),
-            "n": int(cm.sum()), "n_local": n_local, "time": (t_data, t_inf, t_post), "preds": preds}
+            "n": int(cm.sum()), "n_local": n_local, "time": (t_data, t_inf, t_post), "preds": preds,
+            "bad": [f for f, _ in batches.bad]}
 
 
 def summarise(counts: dict, names: list[str]) -> Metrics:
@@ -207,7 +208,9 @@ class Validator:
         if self.predictions:
             order = sorted(counts["preds"])
             m["files"] = [ds.samples[i][0] for i, _ in order]
-            m["predictions"] = [p for _, p in order]
+            m["predictions"] = [p[0] for _, p in order]
+            # per image, for ``val --output`` (an attribute, not a key: the metrics' JSON stays as it was)
+            m.per_image = {"samples": list(ds.samples), "topk": dict(order), "bad": counts["bad"]}
         if self.plots and self.save_dir:
             from pathlib import Path
 
