@@ -161,8 +161,8 @@ class YOLO:
                 threads: int | None = None):
         from yolo_export.engine.predictor import stream_predict
 
-        gen = stream_predict(self.loaded_model(device, half, threads), source, imgsz=imgsz, batch=batch, verbose=verbose,
-                             fast_preprocess=fast_preprocess)
+        gen = stream_predict(self.loaded_model(device, half, threads), source, imgsz=imgsz, batch=batch,
+                             verbose=verbose, fast_preprocess=fast_preprocess)
         return gen if stream else list(gen)
 
     __call__ = predict
