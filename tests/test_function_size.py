@@ -23,7 +23,6 @@ PENDING = {
     "yolo_export/cli_train.py demo_cmd.go",
     "yolo_export/engine/benchmark.py _row",
     "yolo_export/engine/benchmark.py benchmark",
-    "yolo_export/engine/exporter.py export",
 }
 
 

@@ -278,10 +278,12 @@ def info_cmd(model, names, imgsz, as_json, verbose):
     if as_json:
         emit_json(info)
         return
+    from yolo_export.metadata import plain
+
     names = info.pop("names", {})
     for k, v in info.items():
         if isinstance(v, dict):
-            v = json.dumps(v, default=str)
+            v = json.dumps(v, default=plain)
         click.echo(f"{k:>12}: {v}")
     shown = ", ".join(f"{i}:{n}" for i, n in list(names.items())[:10])
     click.echo(f"{'names':>12}: {shown}{' ...' if len(names) > 10 else ''}")

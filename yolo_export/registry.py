@@ -219,7 +219,8 @@ def model_files(folder, preferred: str, patterns: tuple[str, ...], weights_suffi
 
 
 class Backend:
-    """Base class of every format. Subclasses set the class attributes and override the methods they need."""
+    """A format's backend: the one class that declares and handles a format (export, load -> Runner, metadata).
+    Subclasses (one per format, in ``backends/``, or a plugin) set the class attributes and override what they need."""
 
     name: str = ""                       # the --format value
     aliases: tuple[str, ...] = ()

@@ -63,14 +63,8 @@ def export(source, format: str = "onnx", **kwargs) -> ExportResult:
     preprocess["layout"] = backend.layout
     batch = int(args.get("batch") or 1)
 
-    model = copy.deepcopy(source.model).float().eval()
-    reference = copy.deepcopy(model).to(device)
-    model = model.fuse().to(device)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    model.imgsz = imgsz
+    model, reference = _prepare_model(source.model, device, imgsz)
     sample = torch.zeros(batch, 3, imgsz, imgsz, device=device)
-
     meta = md.build(model, imgsz=imgsz, batch=batch, args=_meta_args(args), preprocess=preprocess, fmt=backend.name)
     t0 = time.perf_counter()
     with staging_dir(out) as wd:
@@ -92,6 +86,18 @@ def export(source, format: str = "onnx", **kwargs) -> ExportResult:
                        args={k: v for k, v in _meta_args(args).items() if v not in (None, False)},
                        calibration=calib)
     return res
+
+
+def _prepare_model(source_model, device, imgsz: int):
+    """(the fused fp32 eval copy that backends export, an unfused copy for the parity check), both on ``device``;
+    the source model is left as it was."""
+    model = copy.deepcopy(source_model).float().eval()
+    reference = copy.deepcopy(model).to(device)
+    model = model.fuse().to(device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.imgsz = imgsz
+    return model, reference
 
 
 def check_calibration(args: dict, backend=None) -> str | None:

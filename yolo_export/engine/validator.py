@@ -1,7 +1,7 @@
 """Validation: top-1, top-5, per-class accuracy, confusion matrix and speed, for a ``.pt`` or any exported artefact.
 
 Images go through :func:`yolo_export.data.transforms.preprocess` with the model's own ``preprocess`` (the predict
-path), then through ``yolo.backend()`` (AutoBackend), so an export is judged exactly as it will be used.
+path), then through ``yolo.loaded_model()`` (``LoadedModel``), so an export is judged exactly as it will be used.
 The same counting code (:func:`evaluate`) runs inside training, where counts are summed across DDP ranks.
 """
 
@@ -181,7 +181,7 @@ class Validator:
 
         data = self.data or self._default_data()
         root = resolve_dataset(data)
-        backend = self.yolo.backend(self.device, self.half, self.threads)
+        backend = self.yolo.loaded_model(self.device, self.half, self.threads)
         pp = resolve_preprocess(backend, self.imgsz, self.fast_preprocess)
         ds = ClassificationDataset(root, self.split, transform=EvalTransform(pp), fraction=self.fraction)
         mapping = match_classes(backend.names, ds.names)
