@@ -28,11 +28,9 @@ import contextlib
 import functools
 import hashlib
 import logging
-import os
 import re
 import shutil
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,20 +94,17 @@ def rewrite_header(path: str | Path, meta: dict) -> Path:
     old, offset = read_header(path)
     if TRT_KEY in old and TRT_KEY not in meta:
         meta = {**meta, TRT_KEY: old[TRT_KEY]}       # build facts stay with the engine they describe
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as dst, open(path, "rb") as src:
-            dst.write(encode_header(meta))
+    header = encode_header(meta)
+
+    def fill(dst):
+        dst.write(header)
+        with open(path, "rb") as src:
             src.seek(offset)
             shutil.copyfileobj(src, dst, 1 << 20)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+
+    from yolo_export.utils import atomic_write
+
+    return atomic_write(path, fill)
 
 
 def _version_tuple(v: str | None) -> tuple:

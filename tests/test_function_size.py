@@ -61,9 +61,9 @@ def test_no_function_over_60_lines():
         f"  {n:4d}  {where}" for n, where in found)
 
 
-def test_the_counter_sees_a_long_function(tmp_path):
-    # the walker finds nested functions and methods and counts docstrings
-    src = "class A:\n    def f(self):\n        '''doc\n\n        '''\n        def g():\n            pass\n        return g\n"
+def test_the_counter_sees_nested_functions_and_counts_docstrings():
+    src = ("class A:\n    def f(self):\n        '''doc\n\n        '''\n"
+           "        def g():\n            pass\n        return g\n")
     got = sorted(_walk(ast.parse(src), "m.py", ""))
     assert got == [(2, "m.py:6 A.f.g"), (7, "m.py:2 A.f")]
 

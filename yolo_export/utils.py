@@ -123,13 +123,19 @@ def staging_dir(near: str | Path):
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to a temporary file beside ``path``, fsync, then rename: a reader sees the old or the new
     file, never a part; a failure (disk full) leaves the old file and no temporary file."""
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write(path: str | Path, fill) -> Path:
+    """:func:`atomic_write_bytes` where ``fill(f)`` writes the content into the open binary file ``f`` (to stream
+    a large file, e.g. one copied from another, without holding it in memory)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(path)
     fd, tmp = tempfile.mkstemp(prefix=tmp_prefix(path.name), dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            fill(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a written artefact gets the usual mode

@@ -818,10 +818,7 @@ class Trainer:
                 LOGGER.warning(f"warning: plots not written: {e}")
         if main:
             LOGGER.info(self.summary(out))
-        # the facade now holds the best weights
-        y = self.yolo
-        y.model, y.ckpt, y.ckpt_path = best.cpu().eval(), ck, str(self.best)
-        y.model_name, y.format, y._backend, y._backend_key = self.best.stem, "pytorch", None, None
+        self.yolo.adopt(best.cpu().eval(), ck, self.best)  # the facade now holds the best weights
         return out
 
     def summary(self, out: dict) -> str:
