@@ -125,3 +125,21 @@ def test_allowlist_is_used():
     seen = {(p.relative_to(CORE).as_posix(), s.strip().lower(), k) for p in core_files()
             for _, s, k in format_names_in(p, words)}
     assert not set(ALLOWED) - seen, f"allowlist entries no longer needed: {sorted(set(ALLOWED) - seen)}"
+
+
+def test_export_context_gives_backends_what_they_use_not_the_facade(tiny_yolo, tmp_path):
+    """A backend's ``export`` sees the model, a sample, the args and explicit fields — not the YOLO facade."""
+    import dataclasses
+
+    import torch
+
+    from yolo_export import metadata as md
+    from yolo_export.data.transforms import default_preprocess
+
+    pp = default_preprocess(32)
+    meta = md.build(tiny_yolo.model, imgsz=32, batch=1, args={}, preprocess=pp, fmt="x")
+    ctx = registry.ExportContext(model=tiny_yolo.model, sample=torch.zeros(1, 3, 32, 32), args={"data": "digits"},
+                                 metadata=meta, workdir=tmp_path, stem="m", device=torch.device("cpu"))
+    assert ctx.names == tiny_yolo.names and ctx.preprocess == pp and ctx.data == "digits" and ctx.imgsz == 32
+    fields = {f.name for f in dataclasses.fields(registry.ExportContext)}
+    assert fields == {"model", "sample", "args", "metadata", "workdir", "stem", "device", "_cache"}

@@ -40,3 +40,30 @@ def test_reads_foreign_json_and_refuses_code():
 def test_yaml_text_round_trip():
     s = sample()
     assert md.from_yaml_text(md.to_yaml_text(s)) == s
+
+
+def test_one_encoder_for_every_carrier_and_the_cli():
+    """``metadata.plain``: NumPy values become numbers and lists, results their dict, keys stay scalars, the rest
+    its str; JSON (TorchScript, TensorRT header, CLI) and Python-literal text (ONNX...) both go through it."""
+    import json
+    from dataclasses import dataclass
+    from pathlib import Path
+
+    import numpy as np
+
+    from yolo_export.metadata import encode, plain, to_json
+
+    @dataclass
+    class R:
+        top1: float
+
+        def to_dict(self):
+            return {"top1": self.top1}
+
+    v = {np.int64(3): np.float32(0.5), "a": (1, np.arange(2)), "r": R(0.25), "p": Path("x/y"), (1, 2): None,
+         "b": np.bool_(True)}
+    assert plain(v) == {3: 0.5, "a": [1, [0, 1]], "r": {"top1": 0.25}, "p": "x/y", "(1, 2)": None, "b": True}
+    assert json.loads(to_json(v)) == {"3": 0.5, "a": [1, [0, 1]], "r": {"top1": 0.25}, "p": "x/y", "(1, 2)": None,
+                                      "b": True}
+    assert encode({"names": {np.int64(0): "cat"}, "imgsz": (np.int32(32), 32)}) == {"names": "{0: 'cat'}",
+                                                                                 "imgsz": "[32, 32]"}

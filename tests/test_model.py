@@ -173,3 +173,43 @@ def test_architecture_budgets_admit_real_models_and_name_the_override(monkeypatc
     with pytest.raises(YoloExportError, match=r"model size is 2,719,288 parameters, over the limit of 1,000,000 "
                                                 r"\(set YOLO_EXPORT_MAX_PARAMS"):
         ClassificationModel("yolov8n-cls.yaml")
+
+
+def test_facade_names_its_format_backend_and_loaded_model(tiny_pt, tmp_path):
+    """One name per thing: ``format_backend`` (registry.Backend), ``loaded_model()`` (LoadedModel, alias backend())."""
+    import numpy as np
+
+    from yolo_export import registry
+    from yolo_export.autobackend import AutoBackend, LoadedModel
+
+    y = YOLO(tiny_pt)
+    src = registry.source_backend()
+    assert y.format_backend is src and y.format == src.name and src.is_source
+    assert sum(b.is_source for b in registry.all_backends()) == 1
+    lm = y.loaded_model()
+    assert isinstance(lm, LoadedModel) and AutoBackend is LoadedModel and y.backend() is lm  # cached, old name works
+    assert lm.backend is src and lm.runner.any_imgsz and lm.dynamic_imgsz
+    x = np.random.default_rng(0).random((2, 3, 48, 48), dtype=np.float32)   # a live module takes any size
+    assert lm.run(x).shape == (2, len(y.names))
+
+    out = y.export("onnx", imgsz=32, verify=False, output=str(tmp_path / "m.onnx"))
+    art = YOLO(out)
+    assert art.format_backend is registry.get("onnx") and art.format == art.format_backend.name
+    ort = art.loaded_model()
+    assert ort.backend is art.format_backend and not ort.dynamic_imgsz   # an export takes its own size only
+    with pytest.raises(YoloExportError, match="takes 32x32 inputs"):
+        ort.run(x)
+
+
+def test_adopt_swaps_the_model_and_forgets_the_loaded_one(tiny_yolo, tiny_pt):
+    from yolo_export.nn.checkpoint import build_from_checkpoint, load_checkpoint
+
+    y = YOLO("yolov8n-cls.yaml", nc=3)
+    first = y.loaded_model()
+    ck = load_checkpoint(tiny_pt)
+    assert y.adopt(build_from_checkpoint(ck), ck, tiny_pt) is y
+    assert y.ckpt_path == str(tiny_pt) and y.model_name == "tiny" and y.ckpt is ck
+    lm = y.loaded_model()
+    assert lm is not first and lm.names == tiny_yolo.names
+    with pytest.raises(AttributeError, match="adopt"):
+        y.format = "onnx"
