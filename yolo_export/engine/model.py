@@ -33,8 +33,8 @@ class YOLO:
         self._format_backend = None  # the registry Backend of an artefact; None: the in-memory model's (source) format
         self.device = device or "cpu"
         self.threads = threads      # None: YOLO_EXPORT_THREADS, else the CPUs this process has (yolo_export.threads)
-        self._backend = None
-        self._backend_key = None
+        self._loaded = None
+        self._loaded_key = None
         self.metrics = None
         self.last_export = None
         self.zoo_name: str | None = None  # set when a zoo name resolved through the manifest
@@ -88,9 +88,8 @@ class YOLO:
         return self.format_backend.name
 
     @format.setter
-    def format(self, value) -> None:   # the trainer's old way of saying "now a PyTorch model": see ``adopt``
-        if self.model is None or value != self.format:
-            raise AttributeError("YOLO.format follows the model; use YOLO.adopt(model, ...) to swap models")
+    def format(self, value) -> None:   # it was a plain attribute once: say what to do instead
+        raise AttributeError("YOLO.format follows the model; use YOLO.adopt(model, ...) to swap models")
 
     def adopt(self, model, ckpt: dict | None = None, path: str | Path | None = None) -> YOLO:
         """Hold ``model`` (a torch module, e.g. the best weights after training) from now on, with its checkpoint
@@ -99,7 +98,7 @@ class YOLO:
         self.ckpt_path = str(path) if path is not None else None
         self.model_name = Path(path).stem if path is not None else self.model_name
         self._format_backend = None
-        self._backend = self._backend_key = None
+        self._loaded = self._loaded_key = None
         return self
 
     @property
@@ -126,8 +125,8 @@ class YOLO:
     @property
     def metadata(self) -> dict:
         """The artefact's metadata, read without loading its runtime (so it works where the format can't run)."""
-        if self._backend is not None:
-            return self._backend.metadata
+        if self._loaded is not None:
+            return self._loaded.metadata
         if self.model is not None:
             return self.loaded_model().metadata
         if getattr(self, "_metadata", None) is None:
@@ -144,14 +143,14 @@ class YOLO:
         device = device or self.device
         threads = threads or self.threads
         key = (device, half, threads)
-        if self._backend is None or self._backend_key != key:
+        if self._loaded is None or self._loaded_key != key:
             if self.model is not None:
-                self._backend = LoadedModel(self.model, device=device, half=half, threads=threads)
+                self._loaded = LoadedModel(self.model, device=device, half=half, threads=threads)
             else:
-                self._backend = LoadedModel(self._artefact_path, device=device, threads=threads,
+                self._loaded = LoadedModel(self._artefact_path, device=device, threads=threads,
                                             backend=self._format_backend, overrides=self._overrides)
-            self._backend_key = key
-        return self._backend
+            self._loaded_key = key
+        return self._loaded
 
     backend = loaded_model    # the earlier name, kept for users' code
 
