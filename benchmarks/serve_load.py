@@ -3,11 +3,15 @@
 yolov8n-cls (nc=1000, random init) exported to ONNX at imgsz 224 with a dynamic batch; 640x480 JPEGs. For dynamic
 batching on (``--max-batch 16``) and off (``--max-batch 1``), at concurrency 1, 8 and 32: requests/s, p50/p99
 latency, failures, and the CPU seconds used by the load client and by the server (they share the cores). The
-baseline is in-process ``YOLO(model).predict(folder, batch=B)`` on the same images in the same run. Then the
-bad-input battery of ``tests/test_serve.py`` (every request must get a 4xx JSON error) is sent ``--battery`` times
-and the server's RSS is read before and after.
+baseline is in-process ``YOLO(model).predict(folder, batch=B)`` on the same images, measured in the same rounds:
+each round runs in-process predict, then every server run, back to back, and the figures are the medians over
+``--rounds`` (the machine is shared: alternating keeps each comparison under the same load). The client is aiohttp
+(a lighter real client than httpx, whose CPU also comes out of the same cores; ``--client httpx`` to compare).
+``stages`` times each part alone in this process (decode + preprocess, the runtime per image at batch 1-16, the
+answer's JSON). Then the bad-input battery of ``tests/test_serve.py`` (every request must get a 4xx error document)
+is sent ``--battery`` times and the server's RSS is read before and after.
 
-    python benchmarks/serve_load.py [--images 64] [--requests 256] [--json out.json]
+    python benchmarks/serve_load.py [--images 64] [--requests 256] [--rounds 3] [--json out.json]
 """
 
 from __future__ import annotations
@@ -40,36 +44,72 @@ def proc_cpu_s(pid: int) -> float:
     return t.user + t.system
 
 
-async def load(url: str, bodies: list[bytes], concurrency: int, n: int) -> dict:
-    import httpx
-
+async def load(url: str, bodies: list[bytes], concurrency: int, n: int, client: str = "aiohttp") -> dict:
+    """``n`` POSTs of raw JPEG bodies from ``concurrency`` workers over keep-alive connections."""
     lat, fails, next_i = [], [], 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-        async def worker():
-            nonlocal next_i
-            while next_i < n:
-                i = next_i
-                next_i += 1
-                t0 = time.perf_counter()
-                try:
-                    r = await client.post(url, content=bodies[i % len(bodies)],
-                                          headers={"content-type": "image/jpeg"})
-                    ok = r.status_code == 200 and len(r.json()) == 1
-                except Exception as e:  # noqa: BLE001 - counted as a failure
-                    ok, r = False, e
-                lat.append(time.perf_counter() - t0)
-                if not ok:
-                    fails.append(str(getattr(r, "status_code", r)))
+    post = await _client(client, concurrency)
 
+    async def worker():
+        nonlocal next_i
+        while next_i < n:
+            i = next_i
+            next_i += 1
+            t0 = time.perf_counter()
+            try:
+                status, data = await post.send(url, bodies[i % len(bodies)])
+                ok = status == 200 and len(json.loads(data)) == 1
+                why = status
+            except Exception as e:  # noqa: BLE001 - counted as a failure
+                ok, why = False, repr(e)
+            lat.append(time.perf_counter() - t0)
+            if not ok:
+                fails.append(str(why))
+
+    try:
         t0 = time.perf_counter()
         await asyncio.gather(*[worker() for _ in range(concurrency)])
         wall = time.perf_counter() - t0
+    finally:
+        await post.close()
     lat.sort()
     return {"concurrency": concurrency, "requests": n, "failed": len(fails), "req_per_s": round(n / wall, 2),
-            "p50_ms": round(1e3 * lat[len(lat) // 2], 1), "p99_ms": round(1e3 * lat[min(len(lat) - 1,
-                                                                                        int(len(lat) * 0.99))], 1),
+            "p50_ms": round(1e3 * lat[len(lat) // 2], 1),
+            "p99_ms": round(1e3 * lat[min(len(lat) - 1, int(len(lat) * 0.99))], 1),
             "wall_s": round(wall, 2), "fail_samples": fails[:3]}
+
+
+class _Aiohttp:
+    def __init__(self, concurrency):
+        import aiohttp
+
+        self.s = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency),
+                                       timeout=aiohttp.ClientTimeout(total=120))
+
+    async def send(self, url, body):
+        async with self.s.post(url, data=body, headers={"content-type": "image/jpeg"}) as r:
+            return r.status, await r.read()
+
+    async def close(self):
+        await self.s.close()
+
+
+class _Httpx:
+    def __init__(self, concurrency):
+        import httpx
+
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        self.s = httpx.AsyncClient(timeout=120, limits=limits)
+
+    async def send(self, url, body):
+        r = await self.s.post(url, content=body, headers={"content-type": "image/jpeg"})
+        return r.status_code, r.content
+
+    async def close(self):
+        await self.s.aclose()
+
+
+async def _client(name: str, concurrency: int):
+    return (_Aiohttp if name == "aiohttp" else _Httpx)(concurrency)
 
 
 def run_server(model, port, *args):
@@ -92,19 +132,47 @@ def run_server(model, port, *args):
     raise SystemExit("server did not become ready")
 
 
-def in_process(model, folder, batch, rounds=2) -> dict:
-    """Best images/s of in-process predict, and its CPU ms per image (all threads of this process)."""
-    from yolo_export import YOLO
+def in_process(y, folder, batch) -> dict:
+    """Images/s of in-process predict (``y``: a loaded YOLO, warmed up) and its CPU ms per image (all threads)."""
+    t0, c0 = time.perf_counter(), cpu_s()
+    n = len(y.predict(str(folder), batch=batch))
+    return {"img_per_s": round(n / (time.perf_counter() - t0), 2), "cpu_ms_per_img": round(1e3 * (cpu_s() - c0) / n, 2)}
 
-    y = YOLO(model)
-    y.predict(str(folder), batch=batch)  # warm up
-    best, cpu_ms = 0.0, []
-    for _ in range(rounds):
-        t0, c0 = time.perf_counter(), cpu_s()
-        n = len(y.predict(str(folder), batch=batch))
-        best = max(best, n / (time.perf_counter() - t0))
-        cpu_ms.append(1e3 * (cpu_s() - c0) / n)
-    return {"img_per_s": round(best, 2), "cpu_ms_per_img": round(min(cpu_ms), 2)}
+
+def stage_costs(model, bodies, threads=None) -> dict:
+    """Where a request's time goes, each stage alone in this process: decode + exact preprocess of one 640x480
+    JPEG, the runtime per image at batch 1..16 (the figure that decides whether batching can pay), and building the
+    answer (Results + JSON)."""
+    import numpy as np
+
+    from yolo_export.serving import ModelService, ServeConfig
+
+    svc = ModelService(ServeConfig(model=str(model), threads=threads))
+    svc.load()
+    t0, c0 = time.perf_counter(), time.thread_time()
+    arrays = [svc.prepare(b, "x")[0] for b in bodies[:32]]
+    out = {"threads": svc.threads, "prep_wall_ms_per_img": round(1e3 * (time.perf_counter() - t0) / len(arrays), 2),
+           "prep_cpu_ms_per_img": round(1e3 * (time.thread_time() - c0) / len(arrays), 2)}
+    for bs in (1, 2, 4, 8, 16):
+        x, wall, cpu = np.stack(arrays[:bs]), float("inf"), float("inf")
+        svc.backend.run(x)
+        k = max(1, 32 // bs)
+        for _ in range(5):  # best of 5 rounds of >= 32 images: the least disturbed by other jobs
+            t0, c0 = time.perf_counter(), time.thread_time()
+            for _ in range(k):
+                svc.backend.run(x)
+            wall = min(wall, (time.perf_counter() - t0) / (k * bs))
+            cpu = min(cpu, (time.thread_time() - c0) / (k * bs))
+        # CPU of the calling thread: with one runtime thread ONNX Runtime computes in it, so this is the runtime's
+        # own cost per image, little disturbed by other jobs (wall time is)
+        out[f"batch{bs}"] = {"runtime_wall_ms_per_img": round(1e3 * wall, 2),
+                             "runtime_cpu_ms_per_img": round(1e3 * cpu, 2)}
+    p = svc.run(arrays[:1])[0]
+    t0 = time.perf_counter()
+    for _ in range(200):
+        json.dumps([svc.result("image0", (480, 640), 1.0, p, 1.0)])
+    out["answer_ms"] = round(1e3 * (time.perf_counter() - t0) / 200, 3)
+    return out
 
 
 def battery(s, times: int) -> dict:
@@ -128,11 +196,76 @@ def battery(s, times: int) -> dict:
             "rss_mb_before": round(rss0, 1), "rss_mb_after": round(s.rss_mb(), 1), "alive_after": alive}
 
 
+def scrape_stages(url: str) -> dict:
+    """``{stage: (sum seconds, count)}`` from the server's ``yexport_stage_seconds`` summary."""
+    import httpx
+
+    out: dict = {}
+    for line in httpx.get(url + "/metrics", timeout=30).text.splitlines():
+        if line.startswith("yexport_stage_seconds_"):
+            head, v = line.rsplit(" ", 1)
+            kind, stage = head[len("yexport_stage_seconds_"):].split('{stage="')
+            out.setdefault(stage.rstrip('"}'), {})[kind] = float(v)
+    return {k: (v.get("sum", 0.0), v.get("count", 0.0)) for k, v in out.items()}
+
+
+def stage_ms(before: dict, after: dict) -> dict:
+    """Mean ms per image in each stage between two scrapes."""
+    return {k: round(1e3 * (after[k][0] - before.get(k, (0, 0))[0]) / max(after[k][1] - before.get(k, (0, 0))[1], 1),
+                     2) for k in after}
+
+
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+
+MODES = (("on", ["--max-batch", "16", "--batch-wait-ms", "2"]), ("off", ["--max-batch", "1"]))
+
+
+def one_round(y, folder, servers, bodies, a) -> dict:
+    """In-process predict, then each server at each concurrency, back to back (the same load for all)."""
+    out = {f"in_process_batch{b}": in_process(y, folder, b) for b in (1, 8)}
+    for label, s in servers.items():
+        for c in (1, 8, 32):
+            st0 = scrape_stages(s.url)
+            c0, s0 = cpu_s(), proc_cpu_s(s.proc.pid)
+            r = asyncio.run(load(s.url + "/predict", bodies, c, a.requests // 4 if c == 1 else a.requests, a.client))
+            r.update(client_cpu_s=round(cpu_s() - c0, 2), server_cpu_s=round(proc_cpu_s(s.proc.pid) - s0, 2))
+            r.update({f"stage_{k}_ms": v for k, v in stage_ms(st0, scrape_stages(s.url)).items()})
+            r["client_cpu_share"] = round(r["client_cpu_s"] / max(r["client_cpu_s"] + r["server_cpu_s"], 1e-9), 3)
+            r["server_cpu_ms_per_req"] = round(1e3 * r["server_cpu_s"] / r["requests"], 2)
+            r["client_cpu_ms_per_req"] = round(1e3 * r["client_cpu_s"] / r["requests"], 2)
+            out[f"{label}_c{c}"] = r
+    return out
+
+
+def summarise(rounds: list[dict]) -> dict:
+    """Median over the rounds of every figure."""
+    out = {}
+    for key in rounds[0]:
+        vals = [r[key] for r in rounds]
+        out[key] = {k: (median([v[k] for v in vals]) if isinstance(vals[0][k], (int, float)) else vals[0][k])
+                    for k in vals[0] if k != "fail_samples"}
+        if "failed" in vals[0]:
+            out[key]["failed"] = sum(v["failed"] for v in vals)
+    best = max(out["in_process_batch1"]["img_per_s"], out["in_process_batch8"]["img_per_s"])
+    c32 = max(out["on_c32"]["req_per_s"], out["off_c32"]["req_per_s"])
+    ratios = [max(r["on_c32"]["req_per_s"], r["off_c32"]["req_per_s"]) /
+              max(r["in_process_batch1"]["img_per_s"], r["in_process_batch8"]["img_per_s"]) for r in rounds]
+    out["c32_over_in_process"] = {"of_medians": round(c32 / best, 3), "per_round": [round(x, 3) for x in ratios],
+                                  "median_of_rounds": round(median(ratios), 3)}
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--requests", type=int, default=256, help="requests per concurrency level (c=1 uses a quarter)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of in-process + every server run, alternating")
     ap.add_argument("--battery", type=int, default=5, help="rounds of the bad-input battery")
+    ap.add_argument("--client", choices=("aiohttp", "httpx"), default="aiohttp" if _has("aiohttp") else "httpx")
+    ap.add_argument("--server-args", default="", help="extra `yexport serve` options for both servers")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
 
@@ -148,39 +281,40 @@ def main(argv=None):
     import torch
 
     torch.manual_seed(0)
-    src = YOLO("yolov8n-cls.yaml")
-    src.save(work / "n1000.pt")
+    YOLO("yolov8n-cls.yaml").save(work / "n1000.pt")
     model = YOLO(work / "n1000.pt").export("onnx", imgsz=224, dynamic=True, batch=32, verify=False)
-    out = {"uptime_before": os.popen("uptime").read().strip(), "images": a.images, "model": "yolov8n-cls nc=1000 "
-           "ONNX imgsz 224 dynamic batch", "jpeg": "640x480",
-           "in_process_img_per_s": {f"batch{b}": in_process(model, work / "images", b) for b in (1, 8)}}
-    out["runs"] = []
-    for label, args in (("batching on (--max-batch 16)", ["--max-batch", "16", "--batch-wait-ms", "2"]),
-                        ("batching off (--max-batch 1)", ["--max-batch", "1"])):
-        s = run_server(model, free_port(), *args)
-        try:
-            asyncio.run(load(s.url + "/predict", bodies, 4, 16))  # warm up
-            for c in (1, 8, 32):
-                c0, s0 = cpu_s(), proc_cpu_s(s.proc.pid)
-                r = asyncio.run(load(s.url + "/predict", bodies, c, a.requests // 4 if c == 1 else a.requests))
-                r.update(mode=label, client_cpu_s=round(cpu_s() - c0, 2),
-                         server_cpu_s=round(proc_cpu_s(s.proc.pid) - s0, 2))
-                r["client_cpu_share"] = round(r["client_cpu_s"] / max(r["client_cpu_s"] + r["server_cpu_s"], 1e-9), 3)
-                r["server_cpu_ms_per_req"] = round(1e3 * r["server_cpu_s"] / r["requests"], 2)
-                out["runs"].append(r)
-                print(json.dumps(r), flush=True)
-            if label.startswith("batching on"):
-                out["battery"] = battery(s, a.battery)
-                print(json.dumps(out["battery"]), flush=True)
-        finally:
+    out = {"uptime_before": os.popen("uptime").read().strip(), "images": a.images, "client": a.client,
+           "model": "yolov8n-cls nc=1000 ONNX imgsz 224 dynamic batch", "jpeg": "640x480",
+           "server_args": a.server_args, "modes": {k: v for k, v in MODES}}
+    out["stages"] = stage_costs(model, bodies)
+    print(json.dumps(out["stages"]), flush=True)
+    servers = {label: run_server(model, free_port(), *args, *a.server_args.split()) for label, args in MODES}
+    try:
+        y = YOLO(model)
+        y.predict(str(work / "images"), batch=8)  # warm up
+        for s in servers.values():
+            asyncio.run(load(s.url + "/predict", bodies, 4, 32, a.client))  # warm up
+        rounds = []
+        for i in range(a.rounds):
+            rounds.append(one_round(y, work / "images", servers, bodies, a))
+            brief = {k: v.get("req_per_s", v.get("img_per_s")) for k, v in rounds[-1].items()}
+            print(json.dumps({"round": i, **brief}), flush=True)
+        out["rounds"] = rounds
+        out["median"] = summarise(rounds)
+        out["battery"] = battery(servers["on"], a.battery)
+    finally:
+        for s in servers.values():
             s.stop()
-    best = max(v["img_per_s"] for v in out["in_process_img_per_s"].values())
-    c32 = max(r["req_per_s"] for r in out["runs"] if r["concurrency"] == 32)
-    out["c32_over_in_process_best"] = round(c32 / best, 3)
     out["uptime_after"] = os.popen("uptime").read().strip()
-    print(json.dumps({k: v for k, v in out.items() if k != "runs"}, indent=1))
+    print(json.dumps({k: v for k, v in out.items() if k != "rounds"}, indent=1))
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1))
+
+
+def _has(mod: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(mod) is not None
 
 
 if __name__ == "__main__":

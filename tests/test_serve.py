@@ -132,7 +132,8 @@ def test_health_ready_metadata_metrics(server):
     post(server.url + "/predict", content=jpeg())
     text = get(server.url + "/metrics").text
     for name in ("yexport_requests_total", "yexport_errors_total", "yexport_request_latency_seconds_bucket",
-                 "yexport_batch_size_bucket", "yexport_images_total"):
+                 "yexport_batch_size_bucket", "yexport_images_total", 'yexport_stage_seconds_count{stage="runtime"}',
+                 'yexport_stage_seconds_sum{stage="runtime_wait"}'):
         assert name in text
     assert 'yexport_requests_total{path="/predict",status="200"}' in text
 

@@ -190,7 +190,8 @@ class ModelService:
 class Batcher:
     """The runtime thread: takes the arrays that preprocessing threads ``put`` and runs them, grouped into calls of
     up to ``max_batch`` (waiting at most ``wait_ms`` after the first for more when nothing else is queued). Each
-    array's ``done`` callback gets ``(probs, ms per image)`` or the exception, in the runtime thread.
+    array's ``done`` callback gets ``(probs, ms per image, call start, call end)`` or the exception, in the runtime
+    thread.
 
     Nothing waits for the event loop on this path: when the runtime finishes a call, the next batch is already
     queued (under load) and starts at once."""
@@ -211,7 +212,7 @@ class Batcher:
         self.queue.put((array, done))
 
     async def submit(self, arrays: list) -> list:
-        """From a coroutine: ``[(probs, ms), ...]`` for ``arrays``."""
+        """From a coroutine: ``[(probs, ms, start, end), ...]`` for ``arrays``."""
         loop = asyncio.get_running_loop()
         futs = [loop.create_future() for _ in arrays]
         for a, f in zip(arrays, futs):
@@ -252,11 +253,12 @@ class Batcher:
             for _, done in batch:
                 done(e)
             return
-        ms = (time.perf_counter() - t0) * 1e3 / len(batch)
+        t1 = time.perf_counter()
+        ms = (t1 - t0) * 1e3 / len(batch)
         if self.on_batch:
             self.on_batch(len(batch))
         for (_, done), p in zip(batch, probs):
-            done((p, ms))
+            done((p, ms, t0, t1))
 
     def close(self) -> None:
         if self.thread is not None:
@@ -278,31 +280,46 @@ def settler(loop, fut):
 
 class Pipeline:
     """Bytes of the images of one request -> their answers: decode + preprocess in the prep pool, whose thread
-    hands the array straight to the runtime thread; the event loop awaits one future per image."""
+    hands the array straight to the runtime thread; the event loop awaits one future per image.
 
-    def __init__(self, svc: ModelService, batcher: Batcher, workers: int):
+    Where each image's time went is recorded (``on_stages``): waiting for a prep thread, decode + preprocess,
+    waiting for the runtime (the queue and the batcher's wait), the runtime call, back to the event loop, and
+    building the answer."""
+
+    STAGES = ("prep_wait", "prep", "runtime_wait", "runtime", "return", "answer")
+
+    def __init__(self, svc: ModelService, batcher: Batcher, workers: int, on_stages=None):
         from concurrent.futures import ThreadPoolExecutor
 
-        self.svc, self.batcher = svc, batcher
+        self.svc, self.batcher, self.on_stages = svc, batcher, on_stages
         self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="yexport-prep")
 
     def _prep_and_queue(self, data: bytes, name: str, done) -> None:
+        t0 = time.perf_counter()
         try:
             arr, shape, pre_ms = self.svc.prepare(data, name)
         except Exception as e:  # noqa: BLE001 - answered to this request
             return done(e)
-        self.batcher.put(arr, lambda r: done(r if isinstance(r, BaseException) else (*r, shape, pre_ms)))
+        t1 = time.perf_counter()
+        self.batcher.put(arr, lambda r: done(r if isinstance(r, BaseException) else (*r, shape, pre_ms, t0, t1)))
 
     async def classify(self, imgs: list[tuple[str, bytes]]) -> list[dict]:
         loop = asyncio.get_running_loop()
         futs = [loop.create_future() for _ in imgs]
+        t_in = time.perf_counter()
         for (name, data), f in zip(imgs, futs):
             self.pool.submit(self._prep_and_queue, data, name, settler(loop, f))
         outs = await asyncio.gather(*futs, return_exceptions=True)
+        t_back = time.perf_counter()
         for o in outs:
             if isinstance(o, BaseException):
                 raise o
-        return [self.svc.result(name, shape, pre_ms, p, ms) for (name, _), (p, ms, shape, pre_ms) in zip(imgs, outs)]
+        answers = [self.svc.result(name, o[4], o[5], o[0], o[1]) for (name, _), o in zip(imgs, outs)]
+        if self.on_stages:
+            t_out = time.perf_counter()
+            for _, _, r0, r1, _, _, p0, p1 in outs:
+                self.on_stages((p0 - t_in, p1 - p0, r0 - p1, r1 - r0, t_back - r1, (t_out - t_back) / len(outs)))
+        return answers
 
     def close(self) -> None:
         self.batcher.close()
@@ -316,7 +333,7 @@ class Metrics:
     library loads) and ``/metrics`` answers the sum over all the workers, whichever one is asked."""
 
     def __init__(self, shared_dir: str | None = None):
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 
         self.shared = shared_dir if shared_dir and os.environ.get(MULTIPROC_ENV) == shared_dir else None
         self.registry = r = CollectorRegistry()
@@ -330,6 +347,12 @@ class Metrics:
         self.in_flight = Gauge("yexport_in_flight", "POST requests being served", registry=r,
                                multiprocess_mode="livesum")
         self.refused = Counter("yexport_refused_busy", "POST requests refused over --max-concurrency", registry=r)
+        self.stage = Summary("yexport_stage_seconds", "Where each image's time went (Pipeline.STAGES)", ["stage"],
+                             registry=r)
+
+    def stages(self, secs) -> None:
+        for name, v in zip(Pipeline.STAGES, secs):
+            self.stage.labels(name).observe(v)
 
     def text(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -590,7 +613,7 @@ def build_app(cfg: ServeConfig, load_async: bool = True):
 
     svc, metrics = ModelService(cfg), Metrics(cfg.shared_dir)
     batcher = Batcher(svc.run, cfg.max_batch, cfg.batch_wait_ms, on_batch=metrics.batch.observe)
-    pipe = Pipeline(svc, batcher, cfg.prep_workers or min(4, available_cpus()))
+    pipe = Pipeline(svc, batcher, cfg.prep_workers or min(4, available_cpus()), on_stages=metrics.stages)
 
     def load():
         svc.load()
