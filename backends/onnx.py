@@ -8,6 +8,7 @@ no data is given). The result is a plain ``.onnx`` that runs in ONNX Runtime lik
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +89,7 @@ class OnnxBackend(Backend):
         kw = {}
         if dynamic:
             kw["dynamic_axes"] = {INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), static_halves(ctx.model):
             warnings.simplefilter("ignore")
             torch.onnx.export(ctx.model.float(), ctx.sample.float(), str(raw), opset_version=opset,
                               input_names=[INPUT], output_names=[OUTPUT], do_constant_folding=True,
@@ -190,13 +191,95 @@ def set_metadata(model, meta: dict) -> None:
         model.metadata_props.add(key=k, value=v)
 
 
-def simplify(model):
-    """onnxslim (what the reference package uses; a light import), else onnxsim, else the model unchanged.
+@contextmanager
+def static_halves(model):
+    """Trace each C2f's two halves as constant channel slices instead of ``chunk``.
 
-    onnxsim gives the same graph for these models but its import pulls in sympy: ~0.6 s of CPU per export.
+    torch's ONNX exporter computes a chunk's bounds at run time (Shape, Gather, Add, Div, Mul, ~70 nodes for
+    yolov8n-cls) that a simplifier then folds into these very Slices; tracing them directly gives that graph at once.
+    The values are the same (both are views of the same channels); the module is restored afterwards."""
+    import torch
+
+    from yolo_export.nn.modules import C2f
+
+    def halves(self, x):
+        t = self.cv1(x)
+        y = [t[:, :self.c], t[:, self.c:]]
+        y.extend(m(y[-1]) for m in self.m)
+        return self.cv2(torch.cat(y, 1))
+
+    mods = [m for m in model.modules() if type(m) is C2f and "forward" not in vars(m)]
+    for m in mods:
+        m.forward = halves.__get__(m)
+    try:
+        yield
+    finally:
+        for m in mods:
+            del m.forward
+
+
+def tidy(model) -> None:
+    """In place: ``Constant`` nodes become initializers (equal ones once) and ``Identity`` nodes of an initializer
+    are replaced by it (torch writes one for each weight equal to an earlier one). What a simplifier does to torch's
+    graph of these models, without its import (~0.5 s). Graphs with subgraphs are left as they are."""
+    from onnx import TensorProto
+
+    g = model.graph
+    if any(a.HasField("g") or len(a.graphs) for n in g.node for a in n.attribute):
+        return
+    inits = {i.name for i in g.initializer}
+    outputs = {o.name for o in g.output}
+    alias, keep, seen = {}, [], {}
+    for n in g.node:
+        if n.output[0] in outputs or len(n.output) != 1:
+            keep.append(n)
+        elif n.op_type == "Constant" and [a.name for a in n.attribute] == ["value"]:
+            t = TensorProto()
+            t.CopyFrom(n.attribute[0].t)
+            t.name = ""
+            key = t.SerializeToString()
+            if key in seen:  # the same small constant (a slice bound, an axis) once
+                alias[n.output[0]] = seen[key]
+                continue
+            t.name = seen[key] = n.output[0]
+            g.initializer.append(t)
+            inits.add(t.name)
+        elif n.op_type == "Identity" and n.input[0] in inits:
+            alias[n.output[0]] = n.input[0]
+        else:
+            keep.append(n)
+    for n in keep:
+        for i, name in enumerate(n.input):
+            n.input[i] = alias.get(name, name)
+    del g.node[:]
+    g.node.extend(keep)
+
+
+def left_to_fold(model) -> bool:
+    """Does the graph still hold work for a simplifier: a node computed from constants only, a shape query, an
+    identity, a constant node, a subgraph?"""
+    g = model.graph
+    const = {i.name for i in g.initializer}
+    for n in g.node:
+        if n.op_type in ("Identity", "Constant", "Shape", "Size") or any(a.HasField("g") or len(a.graphs)
+                                                                         for a in n.attribute):
+            return True
+        if all(i in const or not i for i in n.input):
+            return True
+    return False
+
+
+def simplify(model):
+    """Tidy the traced graph; then onnxslim (what the reference package uses), else onnxsim, only where something
+    is left to fold. For these models the tidy graph is already what onnxslim returns (tests/test_export_core.py),
+    so its import (~0.5 s, sympy) and run are skipped; onnxsim gives the same graph but pulls sympy in as well.
     """
     from yolo_export.utils import LOGGER
 
+    tidy(model)
+    if not left_to_fold(model):
+        LOGGER.debug("onnx: graph already simple (nothing left to fold)")
+        return model
     try:
         import onnxslim
 

@@ -63,6 +63,65 @@ def test_onnx_single_file_no_external_data_and_metadata_props(pt_copy):
 
 
 @onnx_only
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_onnx_graph_is_already_what_onnxslim_returns(pt_copy, dynamic):
+    """The traced graph (C2f halves as constant slices, then tidied) is the simplified one: onnxslim changes no node
+    of it, so the export skips onnxslim's import and run; without the tidy step it would not be."""
+    import collections
+    import subprocess
+    import sys
+
+    import onnx
+
+    onnxslim = pytest.importorskip("onnxslim")
+    from yolo_export.backends import onnx as ob
+
+    path = Path(YOLO(pt_copy).export("onnx", dynamic=dynamic))
+    m = onnx.load(str(path))
+    ops = collections.Counter(n.op_type for n in m.graph.node)
+    assert not ops.keys() & {"Shape", "Gather", "Div", "Constant", "Identity"} and ops["Slice"] == 8
+    assert not ob.left_to_fold(m)
+    slim = onnxslim.slim(onnx.load(str(path)))
+    assert [n.op_type for n in slim.graph.node] == [n.op_type for n in m.graph.node]
+    assert len(slim.graph.initializer) == len(m.graph.initializer)
+    code = (f"import sys; from yolo_export import YOLO; YOLO({str(pt_copy)!r}).export('onnx', output="
+            f"{str(pt_copy.with_name('again.onnx'))!r}); print('onnxslim' in sys.modules, 'onnxsim' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+@onnx_only
+def test_onnx_tidy_folds_constants_and_identities():
+    """tidy: Constant nodes become initializers (equal ones once), Identity of an initializer is replaced by it, and
+    a graph output is never renamed; left_to_fold sees what is left."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from yolo_export.backends import onnx as ob
+
+    w = numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
+    c = [helper.make_node("Constant", [], [f"k{i}"], value=numpy_helper.from_array(np.array([1.0], np.float32)))
+         for i in range(2)]
+    nodes = c + [helper.make_node("Identity", ["w"], ["w2"]), helper.make_node("MatMul", ["x", "w2"], ["y"]),
+                 helper.make_node("Add", ["y", "k0"], ["z"]), helper.make_node("Add", ["z", "k1"], ["out"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                          [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 2])], [w])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    assert ob.left_to_fold(model)
+    ob.tidy(model)
+    onnx.checker.check_model(model)
+    assert [n.op_type for n in model.graph.node] == ["MatMul", "Add", "Add"]
+    assert sorted(i.name for i in model.graph.initializer) == ["k0", "w"]
+    assert list(model.graph.node[0].input) == ["x", "w"] and list(model.graph.node[2].input) == ["z", "k0"]
+    assert model.graph.output[0].name == "out" and not ob.left_to_fold(model)
+    import onnxruntime as ort
+
+    x = np.array([[1.0, 2.0]], np.float32)
+    y = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    assert np.allclose(y, x @ np.ones((2, 2)) + 2)
+
+
+@onnx_only
 def test_onnx_fp16_within_tolerance(trained_pt, tmp_path):
     # fp16 is judged on a trained model: an untrained one has no margins and amplifies weight rounding
     import shutil
