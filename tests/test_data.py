@@ -131,6 +131,32 @@ def test_corrupt_image_is_returned_as_skipped(tmp_path):
     assert collate([ds[(bad_i, 0)]])[0] is None  # a batch of only bad images
 
 
+def test_batches_is_one_pass_that_keeps_the_corrupt_images(tmp_path):
+    """The loop training and validation share: every batch, a batch of only bad images as ``x is None``, the bad
+    images in order (and to ``on_bad`` as they come), the time spent waiting, at most ``limit`` batches."""
+    from yolo_export.data.augment import EvalTransform
+    from yolo_export.data.datasets import Batches, ClassificationDataset, EpochSampler
+    from yolo_export.data.transforms import default_preprocess
+    from yolo_export.engine.validator import make_loader
+
+    root = make_folder(tmp_path / "ds", classes=("a", "b"), n_train=2)
+    for name in ("bad1.jpg", "bad2.jpg"):
+        (root / "train" / "b" / name).write_bytes(b"\xff\xd8 not really a jpeg")
+    ds = ClassificationDataset(root, "train", EvalTransform(default_preprocess(16)))
+    assert [p.rsplit("/", 1)[1] for p, _ in ds.samples] == ["0.png", "1.png", "0.png", "1.png", "bad1.jpg",
+                                                            "bad2.jpg"]
+    loader = make_loader(ds, 2, 0, EpochSampler(len(ds), shuffle=False))
+    seen = []
+    batches = Batches(loader, on_bad=lambda path, why: seen.append(Path(path).name))
+    got = [(None if x is None else x.shape[0], None if y is None else y.tolist()) for x, y, _ in batches]
+    assert got == [(2, [0, 0]), (2, [1, 1]), (None, None)]
+    assert seen == ["bad1.jpg", "bad2.jpg"] and batches.skipped == 2
+    assert [Path(p).name for p, _ in batches.bad] == seen and all("cannot read image" in w for _, w in batches.bad)
+    assert batches.wait > 0 and 0 < batches.last_wait <= batches.wait
+    first = Batches(loader, limit=1)
+    assert len(list(first)) == 1 and first.skipped == 0
+
+
 def test_train_transform_is_seeded_per_epoch_and_index():
     from PIL import Image
 
