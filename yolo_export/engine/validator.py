@@ -181,11 +181,11 @@ class Validator:
 
         data = self.data or self._default_data()
         root = resolve_dataset(data)
-        backend = self.yolo.loaded_model(self.device, self.half, self.threads)
-        pp = resolve_preprocess(backend, self.imgsz, self.fast_preprocess)
+        loaded = self.yolo.loaded_model(self.device, self.half, self.threads)
+        pp = resolve_preprocess(loaded, self.imgsz, self.fast_preprocess)
         ds = ClassificationDataset(root, self.split, transform=EvalTransform(pp), fraction=self.fraction)
-        mapping = match_classes(backend.names, ds.names)
-        names = [backend.names[i] for i in sorted(backend.names)]
+        mapping = match_classes(loaded.names, ds.names)
+        names = [loaded.names[i] for i in sorted(loaded.names)]
         if mapping is not None:  # relabel the dataset into the model's class indices
             ds.samples = [(p, mapping[c]) for p, c in ds.samples]
         elif len(names) != len(ds.names):
@@ -193,18 +193,18 @@ class Validator:
         loader = make_loader(ds, self.batch, self.workers)
 
         def predict(x):
-            return backend.run(x.numpy())
+            return loaded.run(x.numpy())
 
         t0 = time.perf_counter()
-        counts = evaluate(predict, loader, len(names), progress=self.progress, desc=f"val {backend.format}",
+        counts = evaluate(predict, loader, len(names), progress=self.progress, desc=f"val {loaded.format}",
                           keep_preds=self.predictions)
         m = summarise(counts, names)
         if m["n"] == 0 and m["skipped"]:
             raise DatasetError(f"none of the {m['skipped']} image(s) of {root}/{self.split} could be read "
                                f"(see the warnings above)")
-        m.update(format=backend.format, model=str(self.yolo.ckpt_path or self.yolo.model_name), data=str(data),
+        m.update(format=loaded.format, model=str(self.yolo.ckpt_path or self.yolo.model_name), data=str(data),
                  split=self.split, imgsz=int(pp["crop"]), preprocess="fast" if pp.get("fast") else "exact",
-                 time_s=round(time.perf_counter() - t0, 3), threads=backend.threads)
+                 time_s=round(time.perf_counter() - t0, 3), threads=loaded.threads)
         if self.predictions:
             order = sorted(counts["preds"])
             m["files"] = [ds.samples[i][0] for i, _ in order]
