@@ -209,6 +209,14 @@ def scrape_stages(url: str) -> dict:
     return {k: (v.get("sum", 0.0), v.get("count", 0.0)) for k, v in out.items()}
 
 
+def scrape_thread_cpu(url: str) -> dict:
+    import httpx
+
+    return {line.split('role="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+            for line in httpx.get(url + "/metrics", timeout=30).text.splitlines()
+            if line.startswith("yexport_thread_cpu_seconds_total{")}
+
+
 def stage_ms(before: dict, after: dict) -> dict:
     """Mean ms per image in each stage between two scrapes."""
     return {k: round(1e3 * (after[k][0] - before.get(k, (0, 0))[0]) / max(after[k][1] - before.get(k, (0, 0))[1], 1),
@@ -228,11 +236,14 @@ def one_round(y, folder, servers, bodies, a) -> dict:
     out = {f"in_process_batch{b}": in_process(y, folder, b) for b in (1, 8)}
     for label, s in servers.items():
         for c in (1, 8, 32):
-            st0 = scrape_stages(s.url)
+            st0, th0 = scrape_stages(s.url), scrape_thread_cpu(s.url)
             c0, s0 = cpu_s(), proc_cpu_s(s.proc.pid)
-            r = asyncio.run(load(s.url + "/predict", bodies, c, a.requests // 4 if c == 1 else a.requests, a.client))
+            n = a.requests // 4 if c == 1 else a.requests
+            r = asyncio.run(load(s.url + "/predict", bodies, c, n, a.client))
             r.update(client_cpu_s=round(cpu_s() - c0, 2), server_cpu_s=round(proc_cpu_s(s.proc.pid) - s0, 2))
             r.update({f"stage_{k}_ms": v for k, v in stage_ms(st0, scrape_stages(s.url)).items()})
+            th1 = scrape_thread_cpu(s.url)
+            r.update({f"cpu_{k}_ms_per_req": round(1e3 * (th1[k] - th0.get(k, 0)) / n, 2) for k in th1})
             r["client_cpu_share"] = round(r["client_cpu_s"] / max(r["client_cpu_s"] + r["server_cpu_s"], 1e-9), 3)
             r["server_cpu_ms_per_req"] = round(1e3 * r["server_cpu_s"] / r["requests"], 2)
             r["client_cpu_ms_per_req"] = round(1e3 * r["client_cpu_s"] / r["requests"], 2)
