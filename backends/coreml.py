@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from yolo_export.errors import ArgumentError, NotAvailable
-from yolo_export.registry import Backend, Runner, register
+from yolo_export.registry import HALF, INT8, Backend, Runner, register
 
 INPUT, OUTPUT = "images", "output0"
 MACOS_ONLY = "CoreML prediction needs macOS (coremltools runs .mlpackage models only there)"
@@ -82,16 +82,9 @@ class CoreMLRunner(Runner):
 
 
 @register
-class CoreMLBackend(Backend):
-    name = "coreml"
-    aliases = ("mlpackage", "mlmodel")
-    title = "CoreML"
-    suffix = ".mlpackage"
-    is_dir = True
-    content = ("Manifest.json",)
-    extra = "coreml"
-    requires = ("coremltools",)
-    args = frozenset({"half", "int8"})
+class CoreMLBackend(Backend, name="coreml", aliases=("mlpackage", "mlmodel"), title="CoreML", order=60,
+                    suffix=".mlpackage", is_dir=True, content=("Manifest.json",), extra="coreml",
+                    requires=("coremltools",), options=(HALF, INT8)):
 
     def check_args(self, args):
         super().check_args(args)

@@ -70,14 +70,8 @@ def _input_sizes(method_meta) -> list[int] | None:
 
 
 @register
-class ExecuTorchBackend(Backend):
-    name = "executorch"
-    aliases = ("pte",)
-    title = "ExecuTorch"
-    suffix = ".pte"
-    extra = "executorch"
-    requires = ("executorch", "torch")
-    args = frozenset()
+class ExecuTorchBackend(Backend, name="executorch", aliases=("pte",), title="ExecuTorch", order=110, suffix=".pte",
+                       extra="executorch", requires=("executorch", "torch")):
 
     def check_args(self, args):
         super().check_args(args)
@@ -105,10 +99,7 @@ class ExecuTorchBackend(Backend):
         return out
 
     def load(self, path, device, metadata, threads=None):
-        if str(device or "cpu") not in ("cpu", "CPU"):
-            from yolo_export.utils import LOGGER
-
-            LOGGER.warning(f"warning: ExecuTorch (XNNPACK) runs on the CPU here (asked for {device})")
+        self.cpu_only(device)
         return ExecuTorchRunner(path, threads=threads)
 
     def write_metadata(self, path: Path, meta):

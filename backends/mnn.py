@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from yolo_export.errors import YoloExportError
-from yolo_export.registry import Backend, Runner, register
+from yolo_export.backends.onnx import SIMPLIFY
+from yolo_export.registry import DYNAMIC, HALF, INT8, Backend, Runner, register
 
 INPUT, OUTPUT = "images", "output0"
 # The converter entry point in the compiled extension; argv[0] is the program name, the rest its options.
@@ -96,14 +97,8 @@ class MNNRunner(Runner):
 
 
 @register
-class MNNBackend(Backend):
-    name = "mnn"
-    title = "MNN"
-    suffix = ".mnn"
-    extra = "mnn"
-    requires = ("MNN", "_tools", "onnx", "onnxruntime")
-    args = frozenset({"half", "int8", "dynamic", "simplify"})
-    builds_on = "onnx"
+class MNNBackend(Backend, name="mnn", title="MNN", order=100, suffix=".mnn", extra="mnn", builds_on="onnx",
+                 requires=("MNN", "_tools", "onnx", "onnxruntime"), options=(HALF, INT8, DYNAMIC, SIMPLIFY)):
 
     def runtime_available(self):
         from importlib.util import find_spec
@@ -142,10 +137,7 @@ class MNNBackend(Backend):
         return out
 
     def load(self, path, device, metadata, threads=None):
-        if str(device or "cpu") not in ("cpu", "CPU"):
-            from yolo_export.utils import LOGGER
-
-            LOGGER.warning(f"warning: MNN runs on the CPU here (asked for {device})")
+        self.cpu_only(device)
         return MNNRunner(path, threads=threads)
 
     def write_metadata(self, path: Path, meta):

@@ -12,7 +12,7 @@ import subprocess
 import numpy as np
 
 from yolo_export.errors import ArgumentError, YoloExportError
-from yolo_export.registry import Backend, Runner, model_files, register
+from yolo_export.registry import HALF, Backend, Runner, model_files, register
 
 PARAM, BIN = "model.ncnn.param", "model.ncnn.bin"
 
@@ -67,15 +67,8 @@ def _files(path):
 
 
 @register
-class NcnnBackend(Backend):
-    name = "ncnn"
-    title = "ncnn"
-    suffix = "_ncnn_model"
-    is_dir = True
-    extra = "ncnn"
-    requires = ("ncnn", "pnnx")
-    args = frozenset({"half"})
-    content = ("*.param", "*.bin")
+class NcnnBackend(Backend, name="ncnn", title="ncnn", order=40, suffix="_ncnn_model", is_dir=True,
+                  content=("*.param", "*.bin"), extra="ncnn", requires=("ncnn", "pnnx"), options=(HALF,)):
 
     def check_args(self, args):
         super().check_args(args)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from yolo_export.errors import ArgumentError, YoloExportError
-from yolo_export.registry import Backend, Runner, register
+from yolo_export.registry import CALIB_IMAGES, DYNAMIC, HALF, INT8, Backend, Option, Runner, register
 
 DEFAULT_OPSET = 17
 INPUT, OUTPUT = "images", "output0"
@@ -57,26 +57,18 @@ class OrtRunner(Runner):
         return self.session.run([self.output_name], {self.input_name: x})[0]
 
 
-@register
-class OnnxBackend(Backend):
-    name = "onnx"
-    title = "ONNX"
-    suffix = ".onnx"
-    extra = "onnx"
-    requires = ("onnx", "onnxruntime")
-    args = frozenset({"half", "int8", "dynamic", "simplify", "opset", "calib_images"})
+SIMPLIFY = Option("simplify", bool, True, "Simplify the ONNX graph (default on).", recorded=True)
+OPSET = Option("opset", int, None, "ONNX opset.", range=(11, 20, "an ONNX opset"), recorded=True)
 
+
+@register
+class OnnxBackend(Backend, name="onnx", title="ONNX", order=20, suffix=".onnx", extra="onnx",
+                  requires=("onnx", "onnxruntime"), options=(HALF, INT8, DYNAMIC, SIMPLIFY, OPSET, CALIB_IMAGES)):
     def check_args(self, args):
         super().check_args(args)
         op = args.get("opset")
-        if op is not None and not (11 <= int(op) <= 20):
-            raise ArgumentError(f"onnx: --opset must be between 11 and 20 (got {op})")
-        if args.get("int8"):
-            n = args.get("calib_images")
-            if n is not None and int(n) < 1:
-                raise ArgumentError(f"--calib-images must be a positive integer (got {n})")
-            if op is not None and int(op) < 13:
-                raise ArgumentError(f"onnx --int8 needs --opset 13 or later for per-channel weights (got {op})")
+        if args.get("int8") and op is not None and int(op) < 13:
+            raise ArgumentError(f"onnx --int8 needs --opset 13 or later for per-channel weights (got {op})")
 
     def export(self, ctx):
         import onnx

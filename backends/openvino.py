@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from yolo_export.errors import ArgumentError, YoloExportError
-from yolo_export.registry import Backend, Runner, register
+from yolo_export.registry import CALIB_IMAGES, DYNAMIC, HALF, INT8, Backend, Runner, register
 from yolo_export.utils import LOGGER
 
 XML, BIN = "model.xml", "model.bin"
@@ -76,16 +76,9 @@ class OpenVINORunner(Runner):
 
 
 @register
-class OpenVINOBackend(Backend):
-    name = "openvino"
-    aliases = ("ov",)
-    title = "OpenVINO"
-    suffix = "_openvino_model"
-    is_dir = True
-    content = ("*.xml", "*.bin")
-    extra = "openvino"
-    requires = ("openvino",)
-    args = frozenset({"half", "int8", "dynamic", "calib_images"})
+class OpenVINOBackend(Backend, name="openvino", aliases=("ov",), title="OpenVINO", order=30, suffix="_openvino_model",
+                      is_dir=True, content=("*.xml", "*.bin"), extra="openvino", requires=("openvino",),
+                      options=(HALF, INT8, DYNAMIC, CALIB_IMAGES)):
 
     def missing(self, int8: bool = False) -> list[str]:
         miss = super().missing()
@@ -177,8 +170,7 @@ class OpenVINOBackend(Backend):
         return {"params": int(params), "gflops": round(flops / 1e9, 3)}
 
     def load(self, path, device, metadata, threads=None):
-        if str(device or "cpu") not in ("cpu", "CPU"):
-            LOGGER.warning(f"warning: OpenVINO runs on the CPU here (asked for {device})")
+        self.cpu_only(device)
         return OpenVINORunner(path, metadata, threads=threads)
 
     def write_metadata(self, path: Path, meta):

@@ -114,16 +114,9 @@ def _quiet_x2paddle(save_dir: Path):
 
 
 @register
-class PaddleBackend(Backend):
-    name = "paddle"
-    aliases = ("paddlepaddle",)
-    title = "PaddlePaddle"
-    suffix = "_paddle_model"
-    is_dir = True
-    content = ("*.pdiparams",)
-    extra = "paddle"
-    requires = ("paddle", "x2paddle", "six", "requests")
-    args = frozenset()
+class PaddleBackend(Backend, name="paddle", aliases=("paddlepaddle",), title="PaddlePaddle", order=50,
+                    suffix="_paddle_model", is_dir=True, content=("*.pdiparams",), extra="paddle",
+                    requires=("paddle", "x2paddle", "six", "requests"), dists=("paddlepaddle",)):
 
     def check_args(self, args):
         super().check_args(args)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yolo_export.registry import Backend, Runner, register
+from yolo_export.registry import HALF, Backend, Runner, register
 
 
 class ModuleRunner(Runner):
@@ -40,19 +40,8 @@ class ModuleRunner(Runner):
 
 
 @register
-class PyTorchBackend(Backend):
-    name = "pytorch"
-    aliases = ("pt", "torch")
-    title = "PyTorch"
-    suffix = ".pt"
-    extra = ""
-    requires = ("torch",)
-    args = frozenset({"half"})
-    is_source = True
-
-    def check_args(self, args):
-        super().check_args(args)
-
+class PyTorchBackend(Backend, name="pytorch", aliases=("pt", "torch"), title="PyTorch", order=0, suffix=".pt",
+                     requires=("torch",), options=(HALF,), is_source=True):
     def export(self, ctx):
         from yolo_export.nn.checkpoint import save_checkpoint
 

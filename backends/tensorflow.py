@@ -27,7 +27,7 @@ import numpy as np
 
 from yolo_export.errors import NotAvailable, YoloExportError
 from yolo_export.metadata import encode
-from yolo_export.registry import Backend, Runner, register
+from yolo_export.registry import CALIB_IMAGES, HALF, INT8, Backend, Runner, register
 
 TF_REQUIRES = ("tensorflow", "onnx2tf", "tf_keras", "onnx", "onnxruntime", "onnx_graphsurgeon", "sng4onnx",
                "sne4onnx", "psutil")
@@ -134,24 +134,8 @@ class SavedModelRunner(Runner):
         return next(iter(out.values())).numpy()
 
 
-class _TFBase(Backend):
-    extra = "tensorflow"
-    requires = TF_REQUIRES
-    layout = "NHWC"
-
-    def version(self):
-        try:
-            from importlib.metadata import version
-
-            return version("tensorflow-cpu")
-        except Exception:  # noqa: BLE001
-            try:
-                from importlib.metadata import version
-
-                return version("tensorflow")
-            except Exception:  # noqa: BLE001
-                return None
-
+class _TFBase(Backend, extra="tensorflow", requires=TF_REQUIRES, dists=("tensorflow-cpu", "tensorflow"),
+              layout="NHWC"):
     def require_runtime(self):
         if importlib_missing("tensorflow"):
             from yolo_export.errors import MissingDependency
@@ -166,13 +150,8 @@ def importlib_missing(*mods: str) -> list[str]:
 
 
 @register
-class SavedModelBackend(_TFBase):
-    name = "saved_model"
-    aliases = ("savedmodel", "tf")
-    title = "TF SavedModel"
-    suffix = "_saved_model"
-    is_dir = True
-    args = frozenset()
+class SavedModelBackend(_TFBase, name="saved_model", aliases=("savedmodel", "tf"), title="TF SavedModel", order=70,
+                        suffix="_saved_model", is_dir=True):
 
     def matches(self, path: Path) -> bool:
         return path.is_dir() and (path.name.endswith(self.suffix) or (path / "saved_model.pb").is_file())
@@ -248,13 +227,8 @@ def _graph_info(tf, gd) -> dict:
 
 
 @register
-class GraphDefBackend(_TFBase):
-    name = "pb"
-    aliases = ("graphdef", "frozen_graph")
-    title = "TF GraphDef"
-    suffix = ".pb"
-    args = frozenset()
-    builds_on = "saved_model"
+class GraphDefBackend(_TFBase, name="pb", aliases=("graphdef", "frozen_graph"), title="TF GraphDef", order=70,
+                      suffix=".pb", builds_on="saved_model"):
 
     def matches(self, path: Path) -> bool:
         return super().matches(path) and path.name not in ("saved_model.pb", "fingerprint.pb")
@@ -376,13 +350,8 @@ def tflite_read(path: Path) -> dict:
 
 
 @register
-class TFLiteBackend(_TFBase):
-    name = "tflite"
-    aliases = ("litert",)
-    title = "TFLite"
-    suffix = ".tflite"
-    args = frozenset({"half", "int8", "calib_images"})
-    builds_on = "saved_model"
+class TFLiteBackend(_TFBase, name="tflite", aliases=("litert",), title="TFLite", order=70, suffix=".tflite",
+                    builds_on="saved_model", options=(HALF, INT8, CALIB_IMAGES)):
 
     def runtime_available(self):
         if importlib_missing("ai_edge_litert") and importlib_missing("tensorflow"):
@@ -438,14 +407,9 @@ def _edgetpu_lib() -> str | None:
 
 
 @register
-class EdgeTPUBackend(TFLiteBackend):
-    name = "edgetpu"
-    precisions = ("int8",)  # full-integer only
-    aliases = ("coral",)
-    title = "Edge TPU"
-    suffix = "_edgetpu.tflite"
-    args = frozenset({"int8", "calib_images"})
-    builds_on = "tflite"
+class EdgeTPUBackend(TFLiteBackend, name="edgetpu", aliases=("coral",), title="Edge TPU", order=70,
+                     suffix="_edgetpu.tflite", builds_on="tflite", options=(INT8, CALIB_IMAGES),
+                     precisions=("int8",)):  # full-integer only
 
     def output_path(self, base, args):
         return base.with_name(base.name + self.suffix)

@@ -38,7 +38,7 @@ import numpy as np
 
 from yolo_export.errors import ArgumentError, MissingDependency, NotAvailable, YoloExportError
 from yolo_export.metadata import to_json
-from yolo_export.registry import Backend, Runner, register
+from yolo_export.registry import CALIB_IMAGES, DYNAMIC, HALF, INT8, Backend, Option, Runner, register
 
 HEADER_LEN = struct.Struct("<I")          # 4-byte little-endian length of the JSON header
 MAX_HEADER = 16 << 20                     # a header larger than this is not ours
@@ -454,17 +454,15 @@ def make_calibrator(trt, data: CalibrationData, device, algorithm: str = "entrop
 
 
 # ----------------------------------------------------------------------------------------- backend
+WORKSPACE = Option("workspace", float, None, "TensorRT builder workspace in GiB.", range=(1e-3, 1024.0, "GiB"),
+                   recorded=True)
+
+
 @register
-class TensorRTBackend(Backend):
-    name = "engine"
-    aliases = ("tensorrt", "trt")
-    title = "TensorRT"
-    suffix = ".engine"
-    extra = "tensorrt"
-    requires = ("tensorrt",)
-    args = frozenset({"half", "int8", "dynamic", "workspace", "calib_images"})
-    builds_on = "onnx"
-    tolerance = {"fp32": (1e-3, 1.0), "fp16": (1e-2, 0.99), "int8": (None, 0.5)}
+class TensorRTBackend(Backend, name="engine", aliases=("tensorrt", "trt"), title="TensorRT", order=90,
+                      suffix=".engine", extra="tensorrt", requires=("tensorrt",), builds_on="onnx",
+                      options=(HALF, INT8, DYNAMIC, WORKSPACE, CALIB_IMAGES),
+                      tolerance={"fp32": (1e-3, 1.0), "fp16": (1e-2, 0.99), "int8": (None, 0.5)}):
     calibrator = "entropy2"
 
     # -- availability: no GPU is the more fundamental problem, so it leads; both are named when both are missing

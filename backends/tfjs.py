@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from yolo_export.errors import NotAvailable, YoloExportError
-from yolo_export.registry import Backend, Runner, register
+from yolo_export.registry import HALF, INT8, Backend, Runner, register
 
 RUNNER_JS = Path(__file__).with_name("tfjs_runner.js")
 DEMO_ASSETS = {"index.html": "tfjs_demo.html", "demo.js": "tfjs_demo.js"}  # web model file <- package file
@@ -186,18 +186,10 @@ def _stop(proc, err) -> None:
 
 
 @register
-class TfjsBackend(Backend):
-    name = "tfjs"
-    aliases = ("web", "tensorflowjs")
-    title = "TF.js"
-    suffix = "_web_model"
-    is_dir = True
-    content = ("model.json", "*.bin")
-    extra = "tfjs"
-    requires = ("tensorflow", "onnx2tf", "tf_keras", "tensorflowjs", "tensorflow_hub", "jax", "pkg_resources")
-    args = frozenset({"half", "int8"})
-    layout = "NHWC"
-    builds_on = "saved_model"
+class TfjsBackend(Backend, name="tfjs", aliases=("web", "tensorflowjs"), title="TF.js", order=80, suffix="_web_model",
+                  is_dir=True, content=("model.json", "*.bin"), extra="tfjs", layout="NHWC", builds_on="saved_model",
+                  requires=("tensorflow", "onnx2tf", "tf_keras", "tensorflowjs", "tensorflow_hub", "jax",
+                            "pkg_resources"), dists=("tensorflowjs",), options=(HALF, INT8)):
 
     def runtime_available(self):
         return node_status()
@@ -206,14 +198,6 @@ class TfjsBackend(Backend):
         ok, why = node_status()
         if not ok:
             raise NotAvailable(f"cannot run a TF.js model here: {why}")
-
-    def version(self):
-        try:
-            from importlib.metadata import version
-
-            return version("tensorflowjs")
-        except Exception:  # noqa: BLE001
-            return None
 
     def export(self, ctx):
         from yolo_export.backends.tensorflow import run_worker

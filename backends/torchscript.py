@@ -8,7 +8,7 @@ import numpy as np
 
 from yolo_export.errors import ArgumentError
 from yolo_export.metadata import to_json
-from yolo_export.registry import Backend, Runner, register
+from yolo_export.registry import DYNAMIC, HALF, Backend, Option, Runner, register
 
 EXTRA = "config.txt"
 
@@ -35,15 +35,12 @@ class TorchScriptRunner(Runner):
             return self.module(torch.from_numpy(x).to(self.dev, self.dtype)).float().cpu().numpy()
 
 
+OPTIMIZE = Option("optimize", bool, False, "TorchScript mobile optimisation.", recorded=True)
+
+
 @register
-class TorchScriptBackend(Backend):
-    name = "torchscript"
-    aliases = ("ts", "jit")
-    title = "TorchScript"
-    suffix = ".torchscript"
-    extra = ""
-    requires = ("torch",)
-    args = frozenset({"half", "optimize", "dynamic"})
+class TorchScriptBackend(Backend, name="torchscript", aliases=("ts", "jit"), title="TorchScript", order=10,
+                         suffix=".torchscript", requires=("torch",), options=(HALF, OPTIMIZE, DYNAMIC)):
 
     def check_args(self, args):
         super().check_args(args)

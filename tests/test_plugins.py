@@ -27,7 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from yolo_export.registry import Backend, Runner
+from yolo_export.registry import Backend, Option, Runner
+
+# an export option of this format only: declared as data, it becomes `yexport MODEL --compress`
+COMPRESS = Option("compress", bool, False, "Store the .npz compressed (numpy plugin).", recorded=True)
 
 
 def _program(model):
@@ -93,29 +96,23 @@ class NumpyRunner(Runner):
         return x.astype(np.float32)
 
 
-def _save(path, program, weights, meta):
+def _save(path, program, weights, meta, compress=False):
     from yolo_export.metadata import encode
 
     buf = io.BytesIO()
-    np.savez(buf, __program__=np.array(json.dumps(program)), __meta__=np.array(json.dumps(encode(meta))), **weights)
+    (np.savez_compressed if compress else np.savez)(buf, __program__=np.array(json.dumps(program)),
+                                                    __meta__=np.array(json.dumps(encode(meta))), **weights)
     tmp = Path(path).with_name(Path(path).name + ".tmp")
     tmp.write_bytes(buf.getvalue())
     os.replace(tmp, path)
 
 
-class NumpyBackend(Backend):
-    name = "numpy"
-    aliases = ("npz",)
-    title = "NumPy"
-    suffix = ".npz"
-    extra = "numpy"
-    requires = ("numpy",)
-    args = frozenset()
-
+class NumpyBackend(Backend, name="numpy", aliases=("npz",), title="NumPy", suffix=".npz", extra="numpy",
+                   requires=("numpy",), options=(COMPRESS,)):
     def export(self, ctx):
         program, weights = _program(ctx.model)
         out = ctx.workdir / f"{ctx.stem}.npz"
-        _save(out, program, weights, ctx.metadata)
+        _save(out, program, weights, ctx.metadata, compress=ctx.args["compress"])
         return out
 
     def load(self, path, device, metadata):
@@ -211,6 +208,29 @@ def test_plugin_backend_exports_and_predicts_end_to_end(plugins, cond_pt, images
     code, out, err = cli("predict", "--model", doc["path"], "--source", images, "--json")
     assert code == 0, err
     assert str(a[0].probs.top1) in out or y.names[a[0].probs.top1] in out
+
+
+def test_plugin_option_is_a_flag_of_its_format_only(plugins, cond_pt, cli):  # noqa: F811
+    """The plugin's declared option: a CLI flag with its help, taken by its format (and recorded in the artefact),
+    refused by the others in the one "does not take" line that names what each takes."""
+    code, out, _ = cli(cond_pt, "--help")
+    assert code == 0 and "--compress" in out and "Store the .npz compressed" in out and "[numpy]" in out
+    code, out, err = cli(cond_pt, "--format", "onnx", "--compress")
+    assert code == 2 and "format 'onnx' does not take --compress (it takes --calib-images" in err
+    code, out, err = cli(cond_pt, "--format", "pytorch", "--compress", "--json")
+    assert code == 2 and json.loads(out)["error"].startswith("format 'pytorch' does not take --compress")
+    code, out, err = cli(cond_pt, "--format", "numpy", "--compress", "--no-verify", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["args"]["compress"] is True and YOLO(doc["path"]).metadata["args"]["compress"] is True
+    with np.load(doc["path"]) as z:  # really compressed: the zip members are deflated
+        import zipfile
+
+        assert all(i.compress_type == zipfile.ZIP_DEFLATED for i in zipfile.ZipFile(doc["path"]).infolist())
+        assert "__program__" in z.files
+    code, out, _ = cli("formats", "--json")
+    row = next(r for r in json.loads(out)["formats"] if r["format"] == "numpy")
+    assert row["args"] == ["compress"] and row["options"][0]["flag"] == "--compress"
 
 
 def test_broken_plugin_does_not_break_the_tool(plugins, cli):

@@ -12,6 +12,8 @@ import time
 
 import click
 
+from yolo_export import options
+
 EXPORT_FLAGS = ("half", "int8", "dynamic")
 
 
@@ -94,8 +96,7 @@ def _verbose_opt(f):
 
 
 def _threads_opt(f):
-    return click.option("--threads", type=int, default=None, help="CPU threads for the runtime [$YOLO_EXPORT_THREADS, "
-                        "else the CPUs this process may use].")(f)
+    return common_opt("threads")(f)
 
 
 def _names_opt(f):
@@ -139,6 +140,15 @@ def _ray_opt(f):
                         help="Run on Ray: alone, start a local cluster; with ADDRESS, join that cluster.")(f)
 
 
+def inference_opts(f):
+    """The flags predict and val share: --fast-preprocess, --ray, --threads, --names, --json, --verbose."""
+    fast = click.option("--fast-preprocess", is_flag=True, help="Draft JPEG decode + one-pass resize: ~2x faster, "
+                        "a few /255 from the reference's pixels.")
+    for deco in reversed((fast, _ray_opt, _threads_opt, _names_opt, _json_opt, _verbose_opt)):
+        f = deco(f)
+    return f
+
+
 @click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="yolo-export", prog_name="yexport")
 def main():
@@ -152,27 +162,60 @@ def main():
     """
 
 
-@main.command("export")
+def option_spec(opt, formats=(), **overrides) -> tuple[list[str], dict]:
+    """click's (declarations, keywords) for a declared ``options.Option``: an unset flag stays None (the format's
+    default applies); ``formats``: the formats that take it, named in its help; ``overrides``: a command's own
+    default, help or callback."""
+    decls = [f"{opt.flag}/--no-{opt.flag[2:]}" if opt.type is bool and opt.default else opt.flag, opt.name]
+    if opt.short:
+        decls.insert(1, opt.short)
+    kw = {"is_flag": True} if opt.type is bool and not opt.default else {} if opt.type is bool else {"type": opt.type}
+    help_ = opt.help
+    if formats:
+        help_ += f" [{', '.join(formats)}]" if len(formats) <= 5 else f" [{len(formats)} formats; 'yexport formats']"
+    return decls, {"default": None, "help": help_, **kw, **overrides}
+
+
+def _checked(ctx, param, value):
+    """A flag's value checked by its declared option (the one range rule, as export applies it); None passes."""
+    if value is None:
+        return None
+    from yolo_export.errors import ArgumentError
+
+    try:
+        return options.common(param.name).check(value)
+    except ArgumentError as e:
+        raise click.UsageError(str(e), ctx) from None
+
+
+def common_opt(name: str, **overrides):
+    """A common export option (``--imgsz``, ``--batch``, ``--threads``) as a flag of another command (predict, val,
+    ...): the same declaration, so the same help and range check, with that command's own default or help."""
+    opt = options.common(name)
+    decls, kw = option_spec(opt, callback=_checked if opt.range or opt.choices else None, **overrides)
+    return click.option(*decls, **kw)
+
+
+class ExportCommand(click.Command):
+    """``yexport MODEL``: its option flags are generated from the registry (the common options, then every format's
+    own) when first needed, so ``yexport --help`` imports no backend and a plugin's options become flags."""
+
+    def get_params(self, ctx):
+        from yolo_export import registry
+
+        key = tuple(map(id, registry.all_backends()))
+        if getattr(self, "_key", None) != key:
+            specs = [option_spec(o, formats) for o, formats in registry.export_options().values()]
+            self._generated = [click.Option(decls, **kw) for decls, kw in specs]
+            self._key = key
+        fixed = [p for p in self.params if p.name in ("model", "fmt")]
+        rest = [p for p in self.params if p.name not in ("model", "fmt")]
+        return [*fixed, *self._generated, *rest, *super().get_params(ctx)[len(self.params):]]
+
+
+@main.command("export", cls=ExportCommand)
 @click.argument("model")
 @click.option("--format", "-f", "fmt", default="onnx", show_default=True, help="Target format (see `yexport formats`).")
-@click.option("--imgsz", type=int, help="Square input size (default: the model's).")
-@click.option("--half", is_flag=True, default=None, help="fp16 weights/compute.")
-@click.option("--int8", is_flag=True, default=None, help="8-bit quantisation, calibrated on --data.")
-@click.option("--dynamic", is_flag=True, default=None, help="Dynamic batch dimension.")
-@click.option("--batch", type=int, help="Batch size the artefact takes (max batch when --dynamic).")
-@click.option("--opset", type=int, help="ONNX opset.")
-@click.option("--simplify/--no-simplify", default=None, help="Simplify the ONNX graph (default on).")
-@click.option("--workspace", type=float, help="TensorRT workspace in GiB.")
-@click.option("--optimize", is_flag=True, default=None, help="TorchScript mobile optimisation.")
-@click.option("--data", help="Dataset for INT8 calibration and parity checks ('digits' or an ImageFolder root).")
-@click.option("--fraction", type=float, help="Fraction of the dataset's train split to calibrate on.")
-@click.option("--calib-images", "calib_images", type=int, help="Number of INT8 calibration images.")
-@click.option("--calib", help="INT8 calibration: 'data' (the --data images, the default) or 'synthetic' (noise).")
-@click.option("--device", help="cpu, 0, cuda:0.")
-@click.option("--output", "-o", help="Output file, or a folder to write into (default: beside the model).")
-@click.option("--force", is_flag=True, default=None, help="Replace an existing --output file that is not a model.")
-@click.option("--verify/--no-verify", default=None, help="Check parity against PyTorch after export (default on).")
-@_threads_opt
 @_json_opt
 @_verbose_opt
 def export_cmd(model, fmt, as_json, verbose, **opts):
@@ -207,19 +250,13 @@ def export_cmd(model, fmt, as_json, verbose, **opts):
 @main.command("predict")
 @click.option("--model", "-m", required=True, help="Any model: .pt, .yaml, zoo name, or an exported artefact.")
 @click.option("--source", "-s", required=True, multiple=True, help="Image file, directory or glob (repeatable).")
-@click.option("--imgsz", type=int)
-@click.option("--batch", type=int, default=1, show_default=True)
+@common_opt("imgsz", help="Square input size (default: the model's; an export takes only its own).")
+@common_opt("batch", default=1, show_default=True, help="Images per inference call.")
 @click.option("--device", default=None)
 @click.option("--half", is_flag=True, help="fp16 on CUDA (PyTorch, TorchScript).")
 @click.option("--output", "-o", help="Write one row per image, in input order, to results.jsonl or .parquet "
               "(a rerun skips the rows already written).")
-@click.option("--fast-preprocess", is_flag=True,
-              help="Draft JPEG decode + one-pass resize: ~2x faster, a few /255 from the reference's pixels.")
-@_ray_opt
-@_threads_opt
-@_names_opt
-@_json_opt
-@_verbose_opt
+@inference_opts
 def predict_cmd(model, source, imgsz, batch, device, half, output, fast_preprocess, ray_address, threads,
                 names, as_json, verbose):
     """Classify images with MODEL; the same Results for every format."""
@@ -265,7 +302,7 @@ def predict_cmd(model, source, imgsz, batch, device, half, output, fast_preproce
 @main.command("info")
 @click.argument("model")
 @_names_opt
-@click.option("--imgsz", type=int, help="Input size of an exported artefact that does not record it.")
+@common_opt("imgsz", help="Input size of an exported artefact that does not record it.")
 @_json_opt
 @_verbose_opt
 def info_cmd(model, names, imgsz, as_json, verbose):
@@ -293,7 +330,7 @@ def info_cmd(model, names, imgsz, as_json, verbose):
 @_json_opt
 @_verbose_opt
 def formats_cmd(as_json, verbose):
-    """Every registered format, its suffix, extra and whether it exports / runs here."""
+    """Every registered format, its suffix, extra, precisions, export options and whether it exports / runs here."""
 
     def go():
         from yolo_export import registry
@@ -303,8 +340,9 @@ def formats_cmd(as_json, verbose):
             ok, why = b.is_available()
             rok, rwhy = b.runtime_available() if ok else (False, why)
             rows.append({"format": b.name, "title": b.title, "suffix": b.suffix + ("/" if b.is_dir else ""),
-                         "extra": b.extra or "(core)", "export": ok, "predict": rok,
-                         "args": sorted(b.args), "reason": why or rwhy or ""})
+                         "extra": b.extra or "(core)", "export": ok, "predict": rok, "precisions": list(b.precisions),
+                         "args": sorted(b.args), "options": [_option_doc(o) for o in b.options],
+                         "reason": why or rwhy or ""})
         return rows
 
     rows = run_command(go, verbose, as_json)
@@ -315,6 +353,16 @@ def formats_cmd(as_json, verbose):
     for r in rows:
         click.echo(f"{r['format']:<12} {r['suffix']:<18} {r['extra']:<11} {'yes' if r['export'] else 'no':<7} "
                    f"{'yes' if r['predict'] else 'no':<8} {r['reason']}")
+    click.echo(f"\n{'format':<12} {'precisions':<15} export options (beside the common ones: 'yexport MODEL --help')")
+    for r in rows:
+        click.echo(f"{r['format']:<12} {'/'.join(r['precisions']):<15} "
+                   f"{' '.join(o['flag'] for o in r['options']) or '-'}")
+
+
+def _option_doc(o) -> dict:
+    return {"name": o.name, "flag": o.flag, "type": o.type.__name__, "default": o.default, "help": o.help,
+            "range": list(o.range[:2]) if o.range else None, "choices": list(o.choices) or None,
+            "precisions": list(o.applies) or None}
 
 
 # Commands that live in their own modules (each imports only click at module level and exposes

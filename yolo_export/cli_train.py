@@ -9,8 +9,8 @@ import time
 import click
 from click.core import ParameterSource
 
-from yolo_export.cli import (RAY_LOCAL, _json_opt, _names_opt, _ray_opt, _threads_opt, _verbose_opt, emit_json,
-                             open_model, run_command)
+from yolo_export.cli import (RAY_LOCAL, _json_opt, _verbose_opt, common_opt, emit_json,
+                             inference_opts, open_model, run_command)
 
 # The README recipe: yolov8n-cls on the built-in digits at imgsz 32 (the digits augmentation preset applies).
 RECIPE = {"model": "yolov8n-cls.yaml", "data": "digits", "epochs": 20, "imgsz": 32, "batch": 64, "workers": 0,
@@ -105,21 +105,15 @@ def train_cmd(model, as_json, verbose, **opts):
 @click.option("--model", "-m", required=True, help="A .pt or any exported model (best.onnx, ..._openvino_model/).")
 @click.option("--data", "-d", help="'digits' or an ImageFolder root [the dataset the model was trained on].")
 @click.option("--split", default="val", show_default=True, type=click.Choice(["train", "val", "test"]))
-@click.option("--batch", type=int, default=32, show_default=True)
-@click.option("--imgsz", type=int, help="Input size (PyTorch models only; exports keep theirs).")
+@common_opt("batch", default=32, show_default=True, help="Images per inference call.")
+@common_opt("imgsz", help="Input size (PyTorch models only; exports keep theirs).")
 @click.option("--device", default=None)
 @click.option("--workers", type=int, default=0, show_default=True)
 @click.option("--half", is_flag=True, help="fp16 on CUDA (PyTorch).")
 @click.option("--predictions", is_flag=True, help="Add each image's file and predicted class to the JSON.")
 @click.option("--output", "-o", help="Write one row per image (path, label, top1, top5, correct) to FILE "
               "(.jsonl, .parquet or .csv); the same rows with --ray.")
-@click.option("--fast-preprocess", is_flag=True,
-              help="Draft JPEG decode + one-pass resize: ~2x faster, a few /255 from the reference's pixels.")
-@_ray_opt
-@_threads_opt
-@_names_opt
-@_json_opt
-@_verbose_opt
+@inference_opts
 def val_cmd(model, data, split, batch, imgsz, device, workers, half, predictions, output, fast_preprocess,
             ray_address, threads, names, as_json, verbose):
     """Top-1/top-5, per-class accuracy, confusion matrix and speed of MODEL on a dataset split."""

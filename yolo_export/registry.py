@@ -9,6 +9,7 @@ at import time: each does so inside its methods. Third-party packages add backen
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
@@ -20,22 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from yolo_export import options
 from yolo_export.errors import ArgumentError, MissingDependency, NotAvailable, YoloExportError
+from yolo_export.options import CALIB_IMAGES, COMMON_OPTIONS, DYNAMIC, HALF, INT8, SHARED_OPTIONS, Option  # noqa: F401
 
-# Export arguments every format takes, and the full set the CLI knows (with their defaults).
-COMMON_ARGS = {"imgsz", "batch", "device", "verify", "output", "data", "fraction", "calib", "threads"}
-ARG_DEFAULTS: dict[str, Any] = {
-    "imgsz": None, "batch": 1, "device": "cpu", "verify": True, "output": None, "data": None, "fraction": None,
-    "threads": None,
-    "half": False, "int8": False, "dynamic": False, "simplify": True, "opset": None, "workspace": None,
-    "keras": False, "optimize": False, "nms": False, "calib_images": 256, "calib": None,
-}
-# Ranges checked before any work (name: (type, low, high, what)); a format may narrow them in ``check_args``.
-ARG_RANGES: dict[str, tuple] = {
-    "imgsz": (int, 32, 4096, "a square input size in pixels"), "batch": (int, 1, 1024, "a batch size"),
-    "calib_images": (int, 1, 100_000, "a number of images"), "fraction": (float, 1e-6, 1.0, "a share of the images"),
-    "workspace": (float, 1e-3, 1024.0, "GiB"), "opset": (int, 7, 30, "an ONNX opset"),
-}
 # Family names people type for a format: each resolves to one format, or lists that family's formats.
 FAMILIES: dict[str, tuple[str, ...]] = {
     "tensorflow": ("saved_model", "pb", "tflite", "edgetpu", "tfjs"),
@@ -54,16 +43,8 @@ def split_precision(fmt: str) -> tuple[str, dict]:
         if head and tail in PRECISION_WORDS:
             return head, {PRECISION_WORDS[tail]: True}
     return str(fmt), {}
-ARG_HELP = {
-    "half": "fp16 weights/compute", "int8": "8-bit quantisation (calibrated on --data)",
-    "dynamic": "dynamic batch dimension", "simplify": "simplify the ONNX graph", "opset": "ONNX opset",
-    "workspace": "TensorRT builder workspace in GiB", "keras": "Keras format", "optimize": "mobile optimisation",
-    "nms": "non-maximum suppression", "calib_images": "number of INT8 calibration images",
-}
 
-# Built-in backend modules, imported on first use (they import no backend library at module level).
-BUILTIN_MODULES = ["pytorch", "torchscript", "onnx", "openvino", "ncnn", "paddle", "coreml", "tensorflow",
-                   "tfjs", "tensorrt", "mnn", "executorch"]
+
 ENTRY_POINT_GROUP = "yolo_export.backends"
 
 
@@ -83,27 +64,14 @@ def default_output(backend, base: Path, args: dict, model_imgsz: int | None) -> 
     if imgsz and model_imgsz and int(imgsz) != int(model_imgsz):
         tag += f"_{int(imgsz)}"
     prec = precision_of(args)
-    if prec != (getattr(backend, "precisions", None) or ("fp32",))[0]:
+    if prec != backend.precisions[0]:
         tag += PRECISION_TAGS.get(prec, f"_{prec}")
     return backend.output_path(base.with_name(base.name + tag), args)
 
 
 def check_range(name: str, value):
-    """``value`` as ``ARG_RANGES[name]``'s type, inside its range, else one ArgumentError line."""
-    typ, lo, hi, what = ARG_RANGES[name]
-    flag = "--" + name.replace("_", "-")
-    try:
-        if isinstance(value, bool) or (typ is int and isinstance(value, float) and not value.is_integer()):
-            raise ValueError
-        v = typ(value)
-    except (TypeError, ValueError):
-        raise ArgumentError(f"{flag} takes {'an integer' if typ is int else 'a number'} ({what}), not {value!r}") \
-            from None
-    if not lo <= v <= hi and typ is int and lo == 1:
-        raise ArgumentError(f"{flag} must be a positive integer up to {hi} ({what}); got {value}")
-    if not lo <= v <= hi:
-        raise ArgumentError(f"{flag} must be between {lo:g} and {hi:g} ({what}); got {value}")
-    return v
+    """``value`` checked by the declared option ``name`` (its type, range and choices), else one ArgumentError."""
+    return option(name).check(value)
 
 
 class Runner:
@@ -220,16 +188,26 @@ def model_files(folder, preferred: str, patterns: tuple[str, ...], weights_suffi
 
 class Backend:
     """A format's backend: the one class that declares and handles a format (export, load -> Runner, metadata).
-    Subclasses (one per format, in ``backends/``, or a plugin) set the class attributes and override what they need."""
+    One per format, in ``backends/`` (or a plugin). A format declares itself in its class statement, as keywords::
+
+        @register
+        class OnnxBackend(Backend, name="onnx", title="ONNX", suffix=".onnx", extra="onnx",
+                          requires=("onnx", "onnxruntime"), options=(HALF, INT8, DYNAMIC, SIMPLIFY, OPSET)):
+
+    (setting the same names as class attributes works too) and overrides the methods it needs."""
 
     name: str = ""                       # the --format value
     aliases: tuple[str, ...] = ()
     title: str = ""                      # human name for tables
     suffix: str = ""                     # '.onnx' for a file, '_openvino_model' for a directory
     is_dir: bool = False
+    content: tuple[str, ...] = ()        # globs that a folder artefact of this format holds (recognised by content)
     extra: str = ""                      # pip extra that provides it
     requires: tuple[str, ...] = ()       # import names needed to export and run
-    args: frozenset = frozenset()        # export args taken beyond COMMON_ARGS
+    dists: tuple[str, ...] = ()          # distributions whose version ``version()`` reports (default: ``requires``)
+    options: tuple[Option, ...] = ()     # export options taken beyond COMMON_OPTIONS
+    args: frozenset = frozenset()        # their names (derived from ``options``)
+    precisions: tuple[str, ...] = ("fp32",)  # what it exports, its own first (derived from the options' precision)
     layout: str = "NCHW"
     # (max abs prob diff, min top-1 agreement on decisive inputs) judged at export time on a few inputs.
     # INT8 gets no diff bound and a sanity floor that catches broken conversions (they land near chance);
@@ -240,6 +218,21 @@ class Backend:
     # The format of the in-memory model itself (the .pt): it runs a live torch module (``module_runner``), is the
     # reference every export is compared with, and is no export target of the benchmark matrix. One built-in.
     is_source: bool = False
+    order: int = 1000                    # where it sits in tables and the benchmark matrix (smaller first)
+
+    def __init_subclass__(cls, **declared):
+        super().__init_subclass__()
+        for key, value in declared.items():
+            if key.startswith("_") or not hasattr(Backend, key) or callable(getattr(Backend, key)):
+                raise TypeError(f"{cls.__name__}: {key!r} is not a Backend declaration")
+            setattr(cls, key, value)
+        own = vars(cls)
+        if "options" not in own and "args" in own:  # declared the old way: names of shared options
+            cls.options = tuple(_shared_option(cls.__name__, a) for a in sorted(own["args"]))
+        if "options" in own:
+            cls.args = frozenset(o.name for o in cls.options)
+            if "precisions" not in own:
+                cls.precisions = ("fp32", *(o.precision for o in cls.options if o.precision))
 
     # -- availability --------------------------------------------------------------------------
     def missing(self) -> list[str]:
@@ -274,29 +267,36 @@ class Backend:
             raise NotAvailable(f"cannot run a {self.title or self.name} model here: {why}")
 
     # -- arguments ------------------------------------------------------------------------------
+    def declared_options(self) -> dict[str, Option]:
+        """name -> Option for everything this format's export takes: the common options, then its own."""
+        return {o.name: o for o in (*COMMON_OPTIONS, *self.options)}
+
     def accepted_args(self) -> set[str]:
-        return set(COMMON_ARGS) | set(self.args)
+        return set(self.declared_options())
 
     def check_args(self, args: dict) -> None:
         """Refuse combinations this format does not take (raise ArgumentError). Called after defaults."""
         if args.get("half") and args.get("int8"):
             raise ArgumentError(f"{self.name}: choose one of --half and --int8")
 
-    def resolve_args(self, given: dict) -> dict:
-        """Validate user-given args (only those the user set) and fill defaults."""
-        accepted = self.accepted_args()
-        bad = [k for k, v in given.items() if k not in accepted and v not in (None, False, ARG_DEFAULTS.get(k))]
+    def refuse_unknown(self, given: dict) -> None:
+        """One line naming the options this format does not take (set to anything but their default), and the ones
+        it does."""
+        declared = self.declared_options()
+        bad = [k for k, v in given.items() if k not in declared and v not in (None, False, _default_of(k))]
         if bad:
-            takes = ", ".join(f"--{a.replace('_', '-')}" for a in sorted(set(self.args)))
+            takes = ", ".join(o.flag for o in sorted(self.options, key=lambda o: o.name))
             raise ArgumentError(
                 f"format '{self.name}' does not take {', '.join('--' + b.replace('_', '-') for b in bad)}"
                 f" (it takes {takes or 'no format-specific options'}, plus --imgsz --batch --device)"
             )
-        args = {k: ARG_DEFAULTS.get(k) for k in accepted}
-        args.update({k: v for k, v in given.items() if v is not None and k in accepted})
-        for k, v in list(args.items()):
-            if k in ARG_RANGES and v is not None and (k in given or k == "batch"):
-                args[k] = check_range(k, v)
+
+    def resolve_args(self, given: dict) -> dict:
+        """Validate user-given args (only those the user set) and fill defaults."""
+        self.refuse_unknown(given)
+        declared = self.declared_options()
+        args = {k: o.default for k, o in declared.items()}
+        args.update({k: declared[k].check(v) for k, v in given.items() if v is not None and k in declared})
         if args.get("device") is not None:
             from yolo_export.device import parse_device
 
@@ -312,8 +312,6 @@ class Backend:
         """``base`` is the source path without suffix (``runs/x/best``), with ``default_output``'s tags."""
         return base.with_name(base.name + self.suffix)
 
-    content: tuple[str, ...] = ()        # globs that a folder artefact of this format holds (recognised by content)
-
     def recognise(self, path: Path) -> bool:
         """Is ``path`` an artefact of this format although its name does not say so (``-o ov64``)? By its files."""
         return bool(self.content) and path.is_dir() and all(any(path.glob(pat)) for pat in self.content)
@@ -327,6 +325,13 @@ class Backend:
     # -- the work -------------------------------------------------------------------------------
     def export(self, ctx: ExportContext) -> Path:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def cpu_only(self, device) -> None:
+        """For a runtime that runs on the CPU here: one warning when ``device`` asked for something else."""
+        if str(device or "cpu") not in ("cpu", "CPU"):
+            from yolo_export.utils import LOGGER
+
+            LOGGER.warning(f"warning: {self.title or self.name} runs on the CPU here (asked for {device})")
 
     def load(self, path: Path, device: str, metadata: dict, threads: int | None = None) -> Runner:  # pragma: no cover
         """``threads``: CPU threads for the runtime (already resolved by ``yolo_export.threads``)."""
@@ -362,13 +367,13 @@ class Backend:
                 "stats_reason": f"not counted for {self.title or self.name} artefacts (count them on the .pt)"}
 
     def version(self) -> str | None:
-        """The backend library's version, for reports."""
-        for m in self.requires:
-            try:
-                from importlib.metadata import version
+        """The backend library's version, for reports: the first of ``dists`` (else ``requires``) installed."""
+        from importlib.metadata import PackageNotFoundError, version
 
-                return version(_DIST_NAMES.get(m, m))
-            except Exception:  # noqa: BLE001
+        for dist in self.dists or self.requires:
+            try:
+                return version(dist)
+            except (PackageNotFoundError, ValueError):
                 continue
         return None
 
@@ -376,9 +381,58 @@ class Backend:
         return f"<Backend {self.name}>"
 
 
-_DIST_NAMES = {"openvino": "openvino", "ncnn": "ncnn", "onnxruntime": "onnxruntime", "paddle": "paddlepaddle",
-               "tensorflow": "tensorflow-cpu", "coremltools": "coremltools", "tensorrt": "tensorrt", "MNN": "MNN",
-               "executorch": "executorch", "tensorflowjs": "tensorflowjs", "torch": "torch"}
+def _default_of(name: str):
+    try:
+        return option(name).default
+    except KeyError:
+        return None
+
+
+def _shared_option(owner: str, name: str) -> Option:
+    """The declared option behind an export arg named the old way (``args = frozenset({"half"})``)."""
+    for o in (*SHARED_OPTIONS, *(o for b in _REGISTRY.values() for o in b.options)):
+        if o.name == name:
+            return o
+    raise TypeError(f"{owner}: export arg {name!r} has no declared Option; list it in 'options' "
+                    f"(yolo_export.registry.Option)")
+
+
+def export_options() -> dict[str, tuple[Option, list[str]]]:
+    """Every export option the registered formats take: name -> (its declaration, the formats that take it; empty
+    for the common ones), common options first, then in registry order. The CLI's export flags come from here."""
+    out: dict[str, tuple[Option, list[str]]] = {o.name: (o, []) for o in COMMON_OPTIONS}
+    for b in all_backends():
+        for o in b.options:
+            out.setdefault(o.name, (o, []))[1].append(b.name)
+    return out
+
+
+def option(name: str) -> Option:
+    """The declaration of option ``name`` (common, shared, or a registered format's own)."""
+    with contextlib.suppress(KeyError):
+        return options.common(name)
+    found = export_options().get(name)
+    if found is None:
+        raise KeyError(name)
+    return found[0]
+
+
+def recorded_args(args: dict) -> dict:
+    """The export args an artefact records in its metadata's ``args``: those of options declared ``recorded``."""
+    opts = export_options()
+    return {k: v for k, v in args.items()
+            if k in opts and opts[k][0].recorded and (v is None or isinstance(v, (bool, int, float, str)))}
+
+
+def option_conflicts(backend: Backend) -> list[str]:
+    """Options of ``backend`` that clash with another registered format's option of the same name (another type or
+    default): one flag cannot be both."""
+    known = export_options()
+    return [f"{o.flag} ({o.type.__name__}, default {o.default!r}) is already declared as "
+            f"{known[o.name][0].type.__name__}, default {known[o.name][0].default!r}"
+            for o in backend.options if o.name in known
+            and (known[o.name][0].type, known[o.name][0].default) != (o.type, o.default)]
+
 
 # ------------------------------------------------------------------------------------------ registry
 _REGISTRY: dict[str, Backend] = {}
@@ -398,17 +452,25 @@ def register(cls):
     return cls
 
 
+def builtin_modules() -> list[str]:
+    """The built-in backends are the modules of the ``yolo_export.backends`` package (``backends/`` in the source
+    tree): every module whose name does not start with ``_``. Adding a format = adding its file there."""
+    import pkgutil
+
+    package = importlib.import_module("yolo_export.backends")
+    return sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
+
+
 def _load_all() -> None:
     global _LOADED
     if _LOADED:
         return
     _LOADED = True
-    for mod in BUILTIN_MODULES:
-        try:
-            importlib.import_module(f"yolo_export.backends.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name != f"yolo_export.backends.{mod}":
-                raise
+    for mod in builtin_modules():
+        importlib.import_module(f"yolo_export.backends.{mod}")
+    ordered = sorted(_REGISTRY.values(), key=lambda b: b.order)  # stable: a module's formats keep their order
+    _REGISTRY.clear()
+    _REGISTRY.update((b.name, b) for b in ordered)
     if os.environ.get("YOLO_EXPORT_NO_PLUGINS"):
         return
     from importlib.metadata import entry_points
@@ -425,6 +487,9 @@ def _load_all() -> None:
                 raise YoloExportError(f"{ep.value} has no format name")
             if inst.name in _REGISTRY and inst.name not in _PLUGINS:
                 raise YoloExportError(f"format '{inst.name}' is built in; a plugin cannot replace it")
+            clash = option_conflicts(inst)
+            if clash:
+                raise YoloExportError(f"its option {clash[0]}")
         except Exception as e:  # noqa: BLE001 - a broken plugin must not break the tool
             LOGGER.warning(f"warning: backend plugin {ep.name!r} failed to load: {e}")
             continue

@@ -57,16 +57,18 @@ def available_cpus(root: Path = CGROUP_ROOT) -> int:
     return max(1, min(n, quota) if quota else n)
 
 
-def _parse(value, where: str) -> int:
+def _parse(value, where: str) -> int | None:
+    """A thread count as given: 1 to 1024, or 0 for the default (None)."""
     from yolo_export.errors import ArgumentError
 
     try:
         n = int(str(value).strip())
     except ValueError:
-        n = 0
-    if n < 1 or n > 1024:
-        raise ArgumentError(f"{where} must be a whole number of threads from 1 to 1024 (got {value!r})")
-    return n
+        n = -1
+    if n < 0 or n > 1024:
+        raise ArgumentError(f"{where} must be a whole number of threads from 1 to 1024, or 0 for the default "
+                            f"(got {value!r})")
+    return n or None
 
 
 def spinning_pools() -> bool:
@@ -77,11 +79,11 @@ def spinning_pools() -> bool:
 
 def resolve(threads=None) -> int:
     """Threads for a runtime: the explicit value, else ``YOLO_EXPORT_THREADS``, else the default policy."""
-    if threads is not None and threads != 0:
-        return _parse(threads, "--threads")
+    n = _parse(threads, "--threads") if threads is not None else None
     env = os.environ.get(ENV, "").strip()
-    if env:
-        return _parse(env, ENV)
+    n = n or (_parse(env, ENV) if env else None)
+    if n:
+        return n
     if spinning_pools():
         return 1
     return default_threads()
@@ -131,12 +133,9 @@ def train_split(threads, workers, processes: int = 1) -> tuple[int, int]:
     if workers is None:
         workers = 0 if cpus < 4 else min(8, cpus // 4)
     workers = max(0, int(workers))
-    if threads is None or threads == 0:
-        env = os.environ.get(ENV, "").strip()
-        n = _parse(env, ENV) if env else (1 if spinning_pools() else max(1, cpus - workers))
-    else:
-        n = _parse(threads, "--threads")
-    return apply_torch(n), workers
+    env = os.environ.get(ENV, "").strip()
+    n = (_parse(threads, "--threads") if threads is not None else None) or (_parse(env, ENV) if env else None)
+    return apply_torch(n or (1 if spinning_pools() else max(1, cpus - workers))), workers
 
 
 def describe() -> dict:

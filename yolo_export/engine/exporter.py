@@ -103,9 +103,7 @@ def _prepare_model(source_model, device, imgsz: int):
 def check_calibration(args: dict, backend=None) -> str | None:
     """INT8 needs real calibration images (``--data``) or the explicit ``--calib synthetic`` choice; checked before
     any work. Returns what the result reports: the dataset, ``"synthetic"``, or None without --int8."""
-    calib = args.get("calib")
-    if calib not in (None, "data", "synthetic"):
-        raise ArgumentError(f"--calib takes 'data' (the --data images) or 'synthetic' (generated noise), not {calib!r}")
+    calib = args.get("calib")  # one of its declared choices (checked with the other options)
     if not args.get("int8"):
         if calib is not None:
             raise ArgumentError("--calib only applies with --int8")
@@ -234,8 +232,7 @@ def _reads(source, args) -> list[tuple[str, str]]:
 
 
 def _meta_args(args: dict) -> dict:
-    keep = ("half", "int8", "dynamic", "batch", "opset", "simplify", "imgsz", "workspace", "nms", "optimize", "calib")
-    return {k: args[k] for k in keep if k in args and (isinstance(args[k], (bool, int, float, str)) or args[k] is None)}
+    return registry.recorded_args(args)
 
 
 def _output_base(source, args) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from yolo_export import options
 from yolo_export.errors import YoloExportError
 
 
@@ -160,6 +161,7 @@ class YOLO:
                 threads: int | None = None):
         from yolo_export.engine.predictor import stream_predict
 
+        options.check(imgsz=imgsz, batch=batch, threads=threads)
         gen = stream_predict(self.loaded_model(device, half, threads), source, imgsz=imgsz, batch=batch,
                              verbose=verbose, fast_preprocess=fast_preprocess)
         return gen if stream else list(gen)
@@ -232,6 +234,7 @@ class YOLO:
     def val(self, **kwargs):
         from yolo_export.engine.validator import Validator
 
+        options.check(**{k: kwargs.get(k) for k in ("imgsz", "batch", "threads")})
         self.metrics = Validator(self, **kwargs).run()
         return self.metrics
 
