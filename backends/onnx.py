@@ -62,8 +62,9 @@ OPSET = Option("opset", int, None, "ONNX opset.", range=(11, 20, "an ONNX opset"
 
 
 @register
-class OnnxBackend(Backend, name="onnx", title="ONNX", order=20, suffix=".onnx", extra="onnx",
-                  requires=("onnx", "onnxruntime"), options=(HALF, INT8, DYNAMIC, SIMPLIFY, OPSET, CALIB_IMAGES)):
+class OnnxBackend(Backend, name="onnx", aliases=("onnxruntime", "ort"), title="ONNX", order=20, suffix=".onnx",
+                  extra="onnx", requires=("onnx", "onnxruntime"),
+                  options=(HALF, INT8, DYNAMIC, SIMPLIFY, OPSET, CALIB_IMAGES)):
     def check_args(self, args):
         super().check_args(args)
         op = args.get("opset")

@@ -135,7 +135,7 @@ class SavedModelRunner(Runner):
 
 
 class _TFBase(Backend, extra="tensorflow", requires=TF_REQUIRES, dists=("tensorflow-cpu", "tensorflow"),
-              layout="NHWC"):
+              layout="NHWC", family="tensorflow"):
     def require_runtime(self):
         if importlib_missing("tensorflow"):
             from yolo_export.errors import MissingDependency

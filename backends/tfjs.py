@@ -186,11 +186,11 @@ def _stop(proc, err) -> None:
 
 
 @register
-class TfjsBackend(Backend, name="tfjs", aliases=("web", "tensorflowjs"), title="TF.js", order=80, suffix="_web_model",
-                  is_dir=True, content=("model.json", "*.bin"), extra="tfjs", layout="NHWC", builds_on="saved_model",
-                  requires=("tensorflow", "onnx2tf", "tf_keras", "tensorflowjs", "tensorflow_hub", "jax",
-                            "pkg_resources"), dists=("tensorflowjs",), options=(HALF, INT8)):
-
+class TfjsBackend(Backend, name="tfjs", aliases=("web", "tensorflowjs"), title="TF.js", order=80, family="tensorflow",
+                  suffix="_web_model", is_dir=True, content=("model.json", "*.bin"), layout="NHWC",
+                  extra="tfjs", requires=("tensorflow", "onnx2tf", "tf_keras", "tensorflowjs", "tensorflow_hub", "jax",
+                                          "pkg_resources"), dists=("tensorflowjs",),
+                  builds_on="saved_model", options=(HALF, INT8)):
     def runtime_available(self):
         return node_status()
 

@@ -25,12 +25,6 @@ from yolo_export import options
 from yolo_export.errors import ArgumentError, MissingDependency, NotAvailable, YoloExportError
 from yolo_export.options import CALIB_IMAGES, COMMON_OPTIONS, DYNAMIC, HALF, INT8, SHARED_OPTIONS, Option  # noqa: F401
 
-# Family names people type for a format: each resolves to one format, or lists that family's formats.
-FAMILIES: dict[str, tuple[str, ...]] = {
-    "tensorflow": ("saved_model", "pb", "tflite", "edgetpu", "tfjs"),
-    "ov": ("openvino",), "trt": ("engine",), "tensorrt": ("engine",), "onnxruntime": ("onnx",), "ort": ("onnx",),
-    "paddlepaddle": ("paddle",),
-}
 # A precision typed as part of the format name (``tflite-int8``, ``onnx_fp16``) and the flag it sets.
 PRECISION_WORDS = {"int8": "int8", "fp16": "half", "half": "half", "float16": "half"}
 
@@ -219,6 +213,7 @@ class Backend:
     # reference every export is compared with, and is no export target of the benchmark matrix. One built-in.
     is_source: bool = False
     order: int = 1000                    # where it sits in tables and the benchmark matrix (smaller first)
+    family: str = ""                     # a name shared with sibling formats ('tensorflow'): typed, it lists them
 
     def __init_subclass__(cls, **declared):
         super().__init_subclass__()
@@ -522,6 +517,15 @@ def all_backends() -> list[Backend]:
     return list(_REGISTRY.values())
 
 
+def families_of() -> dict[str, list[str]]:
+    """Family names people type (``tensorflow``), declared by the formats (``family=``): name -> its formats."""
+    out: dict[str, list[str]] = {}
+    for b in all_backends():
+        if b.family:
+            out.setdefault(b.family, []).append(b.name)
+    return out
+
+
 def get(fmt: str) -> Backend:
     _load_all()
     key = str(fmt).lower().strip().lstrip(".")
@@ -530,14 +534,13 @@ def get(fmt: str) -> Backend:
         return _REGISTRY[key]
     from yolo_export.utils import nearest
 
-    fam = FAMILIES.get(key) or FAMILIES.get(key.replace("_", "-"))
-    if fam and len(fam) == 1 and fam[0] in _REGISTRY:
-        return _REGISTRY[fam[0]]
+    families = families_of()
+    fam = families.get(key) or families.get(key.replace("_", "-"))
     if fam:
         raise ArgumentError(f"'{fmt}' is a family of formats: choose one of {', '.join(fam)} "
                             f"(e.g. --format {fam[0]})")
-    guess = nearest(key, list(_REGISTRY) + list(_ALIASES) + list(FAMILIES))
-    guess = FAMILIES[guess][0] if guess in FAMILIES else _ALIASES.get(guess, guess) if guess else None
+    guess = nearest(key, list(_REGISTRY) + list(_ALIASES) + list(families))
+    guess = families[guess][0] if guess in families else _ALIASES.get(guess, guess) if guess else None
     hint = f"; did you mean '{guess}'?" if guess else ""
     raise ArgumentError(f"unknown format '{fmt}'{hint} (formats: {', '.join(_REGISTRY)})")
 
