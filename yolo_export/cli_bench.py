@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import click
 
-from yolo_export.cli import _json_opt, _threads_opt, _verbose_opt, emit_json, run_command
+from yolo_export.cli import _json_opt, _threads_opt, _verbose_opt, common_opt, emit_json, run_command
 
 
 @click.command("benchmark")
 @click.option("--model", "-m", required=True, help="A .pt (or .yaml) model to export from.")
 @click.option("--data", default="digits", show_default=True, help="Dataset whose val split is measured.")
-@click.option("--imgsz", type=int, help="Input size (default: the model's).")
+@common_opt("imgsz", help="Input size (default: the model's).")
 @click.option("--formats", help="Comma-separated formats (default: every registered format).")
 @click.option("--precisions", help="Comma-separated from fp32,fp16,int8 (default: all each format supports).")
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--batch", type=int, default=32, show_default=True, help="Batch size for the throughput figure.")
+@common_opt("batch", default=32, show_default=True, help="Batch size for the throughput figure.")
 @click.option("--rounds", type=int, default=5, show_default=True, help="Timed rounds (median reported).")
 @click.option("--max-images", type=int, default=1000, show_default=True, help="Cap on val images.")
 @click.option("--floor", type=float, help="Exit non-zero when any exported format's top-1 is below this.")
