@@ -65,7 +65,7 @@ class ExecuTorchRunner(Runner):
 def _input_sizes(method_meta) -> list[int] | None:
     try:
         return list(method_meta.input_tensor_meta(0).sizes())
-    except Exception:  # noqa: BLE001 - the shape is a hint; AutoBackend falls back to the metadata batch
+    except Exception:  # noqa: BLE001 - the shape is a hint; LoadedModel falls back to the metadata batch
         return None
 
 

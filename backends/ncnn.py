@@ -1,6 +1,6 @@
 """ncnn (``*_ncnn_model/`` with ``model.ncnn.param`` + ``model.ncnn.bin``): converted by pnnx from TorchScript.
 
-ncnn has no batch dimension: the runner takes one image at a time (``fixed_batch = 1``; AutoBackend loops).
+ncnn has no batch dimension: the runner takes one image at a time (``fixed_batch = 1``; LoadedModel loops).
 fp32 exports store fp32 weights and run with fp16/bf16 storage and fp16 arithmetic switched off, so they match
 PyTorch; ``--half`` stores fp16 weights and runs with fp16 storage. Metadata: ``metadata.yaml`` beside the model.
 """

@@ -4,7 +4,7 @@ One chain, each step reusing the previous backend through the registry:
 ONNX (``ctx.build('onnx')``) -> SavedModel (onnx2tf) -> GraphDef / TFLite -> Edge TPU (and TF.js in ``tfjs.py``).
 
 All conversions run in a child process (``_tf_worker``) with the network switched off; this process never imports
-TensorFlow to export. Artefacts take NHWC float32 input (``layout = 'NHWC'``; AutoBackend transposes).
+TensorFlow to export. Artefacts take NHWC float32 input (``layout = 'NHWC'``; LoadedModel transposes).
 Metadata carriers: SavedModel ``metadata.yaml`` inside the directory; GraphDef a string constant node
 ``yolo_export_metadata`` inside the graph; TFLite a ``metadata.json`` in a zip archive appended to the flatbuffer
 (the interpreter ignores trailing bytes, so the file stays runnable).
