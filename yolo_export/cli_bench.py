@@ -21,13 +21,17 @@ from yolo_export.cli import _json_opt, _threads_opt, _verbose_opt, common_opt, e
 @click.option("--baseline", type=click.Path(exists=True, dir_okay=False),
               help="A previous JSON result (or {'passed': [...]}): exit non-zero when a row that passed there "
                    "does not pass now.")
+@click.option("--isolate/--no-isolate", default=True, show_default=True,
+              help="Run each row in a child process, so that a runtime that crashes or hangs fails only its row.")
+@click.option("--timeout", type=float, default=600, show_default=True,
+              help="Seconds allowed per row (with --isolate).")
 @click.option("--project", default="runs/benchmark", show_default=True)
 @click.option("--name", help="Run name (default: model stem and time).")
 @_threads_opt
 @_json_opt
 @_verbose_opt
 def benchmark_cmd(model, data, imgsz, formats, precisions, device, batch, rounds, max_images, floor, baseline,
-                  project, name, threads, as_json, verbose):
+                  isolate, timeout, project, name, threads, as_json, verbose):
     """Export MODEL to every format (x precision) and measure size, parity, accuracy and speed."""
     import json
     import sys
@@ -39,7 +43,8 @@ def benchmark_cmd(model, data, imgsz, formats, precisions, device, batch, rounds
                         formats=[f.strip() for f in formats.split(",")] if formats else None,
                         precisions=[p.strip() for p in precisions.split(",")] if precisions else None,
                         device=device, batch=batch, rounds=rounds, floor=floor, max_images=max_images,
-                        project=project, name=name, progress=not as_json, threads=threads)
+                        project=project, name=name, progress=not as_json, threads=threads,
+                        isolate=isolate, timeout=timeout)
         res["regressions"] = regressions(res, json.loads(open(baseline).read())) if baseline else []
         return res
 

@@ -23,6 +23,7 @@ import os
 import platform
 import statistics
 import time
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,6 @@ from yolo_export.utils import LOGGER, file_size_mb
 
 PRECISIONS = ("fp32", "fp16", "int8")
 STATUSES = ("passed", "failed_parity", "failed_accuracy", "export_failed", "not_available", "exported_only")
-FIELDS = ("format", "precision", "status", "reason", "size_mb", "export_s", "top1", "top5", "ms_per_img", "fps",
-          "max_abs_diff", "top1_agreement", "n_images", "threads", "batch")
 SKIP_BY_DEFAULT = {"pytorch"}  # the reference row is measured separately
 
 
@@ -116,17 +115,123 @@ def topk(probs: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float((order[:, 0] == y).mean()), float((order[:, :k] == y[:, None]).any(1).mean())
 
 
+@dataclass
+class Row:
+    """One line of the matrix (its fields, in this order, are the JSON/CSV columns)."""
+
+    format: str
+    precision: str
+    status: str | None = None
+    reason: str | None = None
+    size_mb: float | None = None
+    export_s: float | None = None
+    top1: float | None = None
+    top5: float | None = None
+    ms_per_img: float | None = None
+    fps: float | None = None
+    max_abs_diff: float | None = None
+    top1_agreement: float | None = None
+    n_images: int | None = None
+    threads: int | None = None
+    batch: int | None = None
+
+    def done(self, status: str, reason: str = "") -> dict:
+        self.status, self.reason = status, reason
+        return asdict(self)
+
+
+FIELDS = tuple(f.name for f in fields(Row))
+
+
+@dataclass
+class Matrix:
+    """What every row of one run shares: the saved source model, the val images, the reference answers."""
+
+    source: Path                  # the .pt every row exports from
+    inputs: Path                  # the preprocessed val images (.npy), read by rows run in a child process
+    x: np.ndarray
+    y: np.ndarray
+    ref_probs: np.ndarray
+    imgsz: int
+    data: str
+    art_dir: Path
+    device: str = "cpu"
+    batch: int = 32
+    rounds: int = 5
+    warmup: int = 2
+    floor: float | None = None
+    threads: int | None = None
+    isolate: bool = True          # each row in a child process (isolation.py): a crash or hang is that row's status
+    timeout: float | None = 600
+
+
+@dataclass
+class Job:
+    """One row's export-and-run, handed to a child process (picklable: names, paths and numbers only)."""
+
+    backend: str
+    precision: str
+    kwargs: dict
+    source: str
+    inputs: str
+    device: str
+    batch: int
+    rounds: int
+    warmup: int
+    threads: int | None
+    run: bool                     # False: this machine can export the format but not run it
+    log_level: int
+
+
 def benchmark(model, data="digits", imgsz: int | None = None, formats=None, precisions=None, device: str = "cpu",
               batch: int = 32, rounds: int = 5, warmup: int = 2, floor: float | None = None, split: str = "val",
               max_images: int | None = 1000, project: str | Path = "runs/benchmark", name: str | None = None,
-              progress: bool = True, keep: bool = True, threads: int | None = None) -> dict:
+              progress: bool = True, keep: bool = True, threads: int | None = None, isolate: bool = True,
+              timeout: float | None = 600) -> dict:
     """Run the matrix. ``formats``/``precisions``: lists (None = every registered format / every precision
-    each supports). Returns ``{"rows": [...], "machine": ..., "versions": ..., "files": {...}}``."""
+    each supports). ``isolate``: run each row in a child process that ``timeout`` seconds bound (a runtime that
+    crashes or hangs fails its row only). Returns ``{"rows": [...], "machine": ..., "versions": ..., "files": ...}``."""
     from tqdm import tqdm
 
-    from yolo_export import YOLO, __version__
+    from yolo_export._version import __version__
+    from yolo_export.threads import resolve
+
+    out_dir = Path(project) / (name or f"{Path(str(model)).stem}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    settings = {"device": device, "batch": batch, "rounds": rounds, "warmup": warmup, "floor": floor,
+                "threads": resolve(threads), "isolate": isolate, "timeout": timeout}
+    m, rows = _prepare(model, data, imgsz, split, max_images, out_dir / "artefacts", settings)
+    chosen, plan = plan_rows(formats, precisions)
+    bar = tqdm(plan, desc="benchmark", disable=not progress, dynamic_ncols=True)
+    for b, prec in bar:
+        bar.set_postfix_str(f"{b.name} {prec}")
+        rows.append(measure(m, b, prec))
+    bar.close()
+    result = {"model": str(model), "data": str(data), "split": split, "imgsz": m.imgsz, "device": device,
+              "machine": machine_name(), "date": _dt.datetime.now().isoformat(timespec="seconds"),
+              "versions": _versions(chosen, __version__), "floor": floor, "rows": rows}
+    result["files"] = write_reports(result, out_dir)
+    if not keep:
+        import shutil
+
+        shutil.rmtree(m.art_dir, ignore_errors=True)
+    return result
+
+
+def plan_rows(formats=None, precisions=None) -> tuple[list, list]:
+    """The backends chosen and the (backend, precision) rows to measure."""
+    if formats:
+        chosen = [registry.get(f) for f in formats]
+    else:
+        chosen = [b for b in registry.all_backends() if b.name not in SKIP_BY_DEFAULT]
+    plan = [(b, p) for b in chosen for p in (precisions or supported_precisions(b)) if p in PRECISIONS]
+    return chosen, plan
+
+
+def _prepare(model, data, imgsz, split, max_images, art_dir: Path, settings: dict) -> tuple[Matrix, list]:
+    """Load the source, save it where every row exports from, read the val split, measure the reference row."""
     from yolo_export.autobackend import AutoBackend
     from yolo_export.data.transforms import default_preprocess, with_imgsz
+    from yolo_export.engine.model import YOLO
 
     src = YOLO(model)
     if src.model is None:
@@ -136,120 +241,104 @@ def benchmark(model, data="digits", imgsz: int | None = None, formats=None, prec
     x, y, names = load_split(data, split, pp, max_images)
     if len(names) != len(src.names):
         LOGGER.warning(f"warning: the dataset has {len(names)} classes, the model {len(src.names)}")
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out_dir = Path(project) / (name or f"{Path(str(model)).stem}-{stamp}")
-    art_dir = out_dir / "artefacts"
     art_dir.mkdir(parents=True, exist_ok=True)
-    base_pt = art_dir / "model.pt"
     src.model.imgsz = imgsz
-    src.save(base_pt)
-
-    all_b = {b.name: b for b in registry.all_backends()}
-    if formats:
-        chosen = [registry.get(f) for f in formats]
-    else:
-        chosen = [b for n, b in all_b.items() if n not in SKIP_BY_DEFAULT]
-    plan = []
-    for b in chosen:
-        precs = [p for p in (precisions or supported_precisions(b)) if p in PRECISIONS]
-        for p in precs:
-            plan.append((b, p))
-
-    from yolo_export.threads import resolve
-
-    threads = resolve(threads)
-    ref_ab = AutoBackend(src.model, device=device, threads=threads)
-    ref_probs = run_batches(ref_ab, x, batch)
-    r_top1, r_top5 = topk(ref_probs, y)
-    r_ms, r_fps = time_runner(ref_ab, x, batch, rounds, warmup)
-    rows = [{"format": "pytorch", "precision": "fp32", "status": "passed", "reason": "reference",
-             "size_mb": round(file_size_mb(base_pt), 3), "export_s": 0.0, "top1": r_top1, "top5": r_top5,
-             "ms_per_img": r_ms, "fps": r_fps, "max_abs_diff": 0.0, "top1_agreement": 1.0, "n_images": len(x),
-             "threads": ref_ab.threads, "batch": batch}]
-    bar = tqdm(plan, desc="benchmark", disable=not progress, dynamic_ncols=True)
-    for b, prec in bar:
-        bar.set_postfix_str(f"{b.name} {prec}")
-        rows.append(_row(src, b, prec, x, y, ref_probs, imgsz, data, device, batch, rounds, warmup,
-                         floor, art_dir, threads))
-    bar.close()
-    result = {"model": str(model), "data": str(data), "split": split, "imgsz": imgsz, "device": device,
-              "machine": machine_name(), "date": _dt.datetime.now().isoformat(timespec="seconds"),
-              "versions": _versions(chosen, __version__), "floor": floor, "rows": rows}
-    result["files"] = write_reports(result, out_dir)
-    if not keep:
-        import shutil
-
-        shutil.rmtree(art_dir, ignore_errors=True)
-    return result
+    src.save(art_dir / "model.pt")
+    np.save(art_dir / "inputs.npy", x)
+    m = Matrix(art_dir / "model.pt", art_dir / "inputs.npy", x, y, None, imgsz, data, art_dir, **settings)
+    ref = AutoBackend(src.model, device=m.device, threads=m.threads)
+    m.ref_probs = run_batches(ref, x, m.batch)
+    row = Row("pytorch", "fp32", size_mb=round(file_size_mb(m.source), 3), export_s=0.0, max_abs_diff=0.0,
+              top1_agreement=1.0, n_images=len(x), threads=ref.threads, batch=m.batch)
+    row.top1, row.top5 = topk(m.ref_probs, y)
+    row.ms_per_img, row.fps = time_runner(ref, x, m.batch, m.rounds, m.warmup)
+    return m, [row.done("passed", "reference")]
 
 
-def _row(src, b, prec, x, y, ref_probs, imgsz, data, device, batch, rounds, warmup, floor, art_dir,
-         threads) -> dict:
-    from yolo_export.autobackend import AutoBackend
-    from yolo_export.verify import compare
-
-    row = {k: None for k in FIELDS}
-    row.update({"format": b.name, "precision": prec, "threads": threads, "batch": batch, "n_images": len(x)})
+def export_kwargs(b, prec: str, m: Matrix) -> tuple[dict | None, str]:
+    """The export arguments of one row, or (None, why this machine cannot make that row)."""
     ok, why = b.is_available()
     if not ok:
-        row.update(status="not_available", reason=why)
-        return row
-    kw = {"imgsz": imgsz, "verify": False, "device": device, "threads": threads}
+        return None, why
+    kw = {"imgsz": m.imgsz, "verify": False, "device": m.device, "threads": m.threads}
     if prec == "fp16":
         kw["half"] = True
     elif prec == "int8":
-        kw.update(int8=True, data=data, calib=None if data else "synthetic")
+        kw.update(int8=True, data=m.data, calib=None if m.data else "synthetic")
     if "dynamic" in b.args:
-        kw.update(dynamic=True, batch=batch)
+        kw.update(dynamic=True, batch=m.batch)
     try:
-        b.resolve_args({k: v for k, v in kw.items() if k != "output"})
+        b.resolve_args(dict(kw))
     except Exception as e:  # noqa: BLE001 - e.g. fp16 TorchScript needs CUDA: this machine can't make that row
-        row.update(status="not_available", reason=_one_line(e))
-        return row
-    out = art_dir / f"{b.name}-{prec}"
+        return None, _one_line(e)
+    out = m.art_dir / f"{b.name}-{prec}"
     out.mkdir(exist_ok=True)
     kw["output"] = str(b.output_path(out / "model", kw))
-    t0 = time.perf_counter()
-    try:
-        path = src.export(b.name, **kw)
-    except Exception as e:  # noqa: BLE001 - one row per failure, the matrix goes on
-        row.update(status="export_failed", reason=_one_line(e))
-        return row
-    row["export_s"] = round(time.perf_counter() - t0, 2)
-    row["size_mb"] = round(file_size_mb(path), 3)
+    return kw, ""
+
+
+def measure(m: Matrix, b, prec: str) -> dict:
+    """One row: export and run (in a child process when ``m.isolate``), then judge it here."""
+    from yolo_export.isolation import run_here, run_isolated
+
+    row = Row(b.name, prec, threads=m.threads, batch=m.batch, n_images=len(m.x))
+    kw, why = export_kwargs(b, prec, m)
+    if kw is None:
+        return row.done("not_available", why)
     rok, rwhy = b.runtime_available()
+    job = Job(b.name, prec, kw, str(m.source), str(m.inputs), m.device, m.batch, m.rounds, m.warmup, m.threads,
+              rok, LOGGER.level)
+    out = run_isolated(export_and_run, job, m.timeout) if m.isolate else run_here(export_and_run, job)
+    got = out.value or (out.messages[-1] if out.messages else None)
+    if got is None:
+        return row.done("export_failed", out.error or "no artefact")
+    row.export_s, row.size_mb = got["export_s"], got["size_mb"]
     if not rok:
-        row.update(status="exported_only", reason=rwhy)
-        return row
+        return row.done("exported_only", rwhy)
+    if out.error:
+        return row.done("failed_parity", f"cannot run: {out.error}")
+    row.threads, row.ms_per_img, row.fps = got["threads"], got["ms_per_img"], got["fps"]
+    return judge_row(row, b, got["probs"], m)
+
+
+def judge_row(row: Row, b, probs: np.ndarray, m: Matrix) -> dict:
+    """The parity judge (verify.judge, the same rule as the export-time check) and the accuracy floor."""
+    from yolo_export.verify import judge
+
+    row.top1, row.top5 = topk(probs, m.y)
+    res, problems = judge(m.ref_probs, probs, b.tolerance, row.precision, real_images=True)
+    row.max_abs_diff, row.top1_agreement = res["max_abs_diff"], res["top1_agreement"]
+    if problems:
+        return row.done("failed_parity", "; ".join(problems))
+    if m.floor is not None and row.top1 < m.floor:
+        return row.done("failed_accuracy", f"top-1 {row.top1:.3f} < floor {m.floor}")
+    return row.done("passed")
+
+
+def export_and_run(job: Job, report) -> dict:
+    """Export one row's artefact and run it on the val images (the part of a row that may crash or hang).
+    ``report`` gets the export's figures as soon as they exist, so a crash while running still shows them."""
+    from yolo_export.autobackend import AutoBackend
+    from yolo_export.engine.model import YOLO
+
+    LOGGER.setLevel(job.log_level)
+    t0 = time.perf_counter()
+    path = YOLO(job.source).export(job.backend, **job.kwargs)
+    got = {"path": str(path), "export_s": round(time.perf_counter() - t0, 2), "size_mb": round(file_size_mb(path), 3)}
+    report(dict(got))
+    if not job.run:
+        return got
+    x = np.load(job.inputs)
+    ab = AutoBackend(path, device=job.device, threads=job.threads)
     try:
-        ab = AutoBackend(path, device=device, threads=threads)
-        row["threads"] = ab.threads    # what the runtime itself reports
-        probs = run_batches(ab, x, batch)
-        row["ms_per_img"], row["fps"] = time_runner(ab, x, batch, rounds, warmup)
+        got["threads"] = ab.threads  # what the runtime itself reports
+        got["probs"] = run_batches(ab, x, job.batch)
+        got["ms_per_img"], got["fps"] = time_runner(ab, x, job.batch, job.rounds, job.warmup)
+    finally:
         close = getattr(ab, "close", None)
         if close:
             close()
-    except Exception as e:  # noqa: BLE001
-        row.update(status="failed_parity", reason=f"cannot run: {_one_line(e)}")
-        return row
-    row["top1"], row["top5"] = topk(probs, y)
-    tol, min_agree = b.tolerance.get(prec, (None, 0.9))
-    cmp = compare(ref_probs, probs, tol)
-    row["max_abs_diff"], row["top1_agreement"] = cmp["max_abs_diff"], cmp["top1_agreement"]
-    if prec == "int8":
-        min_agree = max(min_agree, 0.98)
-    problems = []
-    if tol is not None and row["max_abs_diff"] > tol:
-        problems.append(f"max abs diff {row['max_abs_diff']:.2g} > {tol:g}")
-    if row["top1_agreement"] < min_agree:
-        problems.append(f"top-1 agreement {row['top1_agreement']:.1%} < {min_agree:.0%}")
-    if problems:
-        row.update(status="failed_parity", reason="; ".join(problems))
-    elif floor is not None and row["top1"] < floor:
-        row.update(status="failed_accuracy", reason=f"top-1 {row['top1']:.3f} < floor {floor}")
-    else:
-        row.update(status="passed", reason="")
-    return row
+    return got
 
 
 def _one_line(e: Exception) -> str:

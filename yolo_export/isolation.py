@@ -1,0 +1,135 @@
+"""Run one piece of work in a child process with a timeout, so that a runtime that crashes, hangs or calls ``exit``
+cannot take the caller down (e.g. a converter's ``sys.exit``, a native library's segfault, Paddle next to
+TensorFlow). The one mechanism for this: the benchmark matrix runs each row through it, and so does ``yexport demo``
+(which runs the matrix).
+
+The target is a module-level function ``target(payload, report)``: ``report(message)`` sends a picklable message to
+the caller on the way (e.g. "exported"), so that the caller knows how far a child got before it died. Children are
+forked from a fork server that has imported the target's module (and torch) once, so a child starts in milliseconds
+and never inherits the caller's thread pools. A child runs in its own process group: on timeout the whole group
+(converters, Node runners it started) is killed. Its stdout goes to stderr, so a caller's ``--json`` output stays
+one document.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Outcome:
+    """What came back from the child: ``value`` (the target's return value) or ``error`` (one line), and the
+    messages it reported before that."""
+
+    value: Any = None
+    error: str | None = None
+    messages: list = field(default_factory=list)
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, SystemExit):
+        return f"called exit({e.code})"
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:300]
+
+
+def _child_main(conn, target, payload) -> None:
+    try:
+        os.setpgrp()  # our own group: a timeout kills what we started too
+    except OSError:
+        pass
+    sys.stdout.flush()
+    os.dup2(2, 1)  # anything a library prints goes to stderr
+    sys.stdout = sys.stderr
+    try:
+        value = target(payload, lambda msg: conn.send(("msg", msg)))
+        conn.send(("done", value))
+    except BaseException as e:  # noqa: BLE001 - whatever happens, the caller gets one line
+        conn.send(("error", _one_line(e)))
+    finally:
+        conn.close()
+
+
+_CONTEXTS: dict = {}
+
+
+def _context(preload: tuple[str, ...]):
+    """A fork server (started once, preloading ``preload``) where the platform has one, else spawn."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    if "ctx" not in _CONTEXTS:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(list(preload))
+        _CONTEXTS["ctx"] = ctx
+    return _CONTEXTS["ctx"]
+
+
+def _death(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = str(-code)
+        return f"crashed ({name})"
+    return f"exited with code {code}" if code else "exited without a result"
+
+
+def _reap(proc) -> None:
+    """Make sure the child and everything in its process group are gone."""
+    if proc.is_alive():
+        proc.kill()
+    proc.join(10)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers it started (the group outlives its leader)
+    except (ProcessLookupError, PermissionError, OSError):
+        pass
+
+
+def run_isolated(target, payload, timeout: float | None = None, preload: tuple[str, ...] = ("torch",)) -> Outcome:
+    """Call ``target(payload, report)`` in a child process; never raises for what happens in the child."""
+    ctx = _context(tuple(preload) + (target.__module__,))
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child_main, args=(send, target, payload))
+    proc.start()
+    send.close()
+    out = Outcome()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                out.error = f"timed out after {timeout:g} s"
+                break
+            if not recv.poll(left):
+                continue
+            try:
+                kind, body = recv.recv()
+            except EOFError:
+                proc.join(10)
+                out.error = _death(proc.exitcode)
+                break
+            if kind == "msg":
+                out.messages.append(body)
+                continue
+            out.value, out.error = (body, None) if kind == "done" else (None, body)
+            break
+    finally:
+        recv.close()
+        _reap(proc)
+    return out
+
+
+def run_here(target, payload) -> Outcome:
+    """The same call in this process (no isolation): the same ``Outcome`` for the same events, except a crash."""
+    out = Outcome()
+    try:
+        out.value = target(payload, out.messages.append)
+    except Exception as e:  # noqa: BLE001 - one line, as from a child
+        out.error = _one_line(e)
+    return out
