@@ -65,3 +65,62 @@ def test_regressions_logic():
                     {"format": "openvino", "precision": "fp32", "status": "passed", "reason": ""}]}
     assert regressions(now, {"passed": ["onnx/fp32", "openvino/fp32", "tflite/fp32"]}) == \
         ["onnx/fp32: failed_parity (x)"]
+
+
+# ------------------------------------------------------------------ rows that crash, exit or hang (isolation)
+def _toy(name, **methods):
+    """A real TorchScript backend under another name whose export or load misbehaves as a runtime might."""
+    from yolo_export.backends.torchscript import TorchScriptBackend
+
+    return type(name, (TorchScriptBackend,), {"name": name, "aliases": (), "suffix": f".{name}", **methods})
+
+
+def _segfault_on_load(self, path, device, metadata, threads=None):
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def _exit_on_export(self, ctx):
+    import sys
+
+    sys.exit(2)  # a converter calling exit
+
+
+def _hang_on_export(self, ctx):
+    import time
+
+    time.sleep(120)
+
+
+toy_segv = _toy("toy_segv", load=_segfault_on_load)  # named as the class: a child process imports it by name
+toy_exit = _toy("toy_exit", export=_exit_on_export)
+toy_hang = _toy("toy_hang", export=_hang_on_export)
+
+
+@pytest.fixture()
+def misbehaving_backends():
+    from yolo_export import registry
+
+    registry.names()
+    toys = [toy_segv(), toy_exit(), toy_hang()]
+    for b in toys:
+        registry.register(b)
+    yield [b.name for b in toys]
+    for b in toys:
+        registry._REGISTRY.pop(b.name, None)
+
+
+def test_a_crash_exit_or_hang_fails_its_row_only(digits_pt, tmp_path, misbehaving_backends):
+    from yolo_export.engine.benchmark import benchmark
+
+    res = benchmark(str(digits_pt), formats=["torchscript", *misbehaving_backends], precisions=["fp32"], rounds=1,
+                    max_images=16, imgsz=32, project=str(tmp_path), name="b", progress=False, timeout=20)
+    rows = {r["format"]: r for r in res["rows"]}
+    assert rows["torchscript"]["status"] == "passed"
+    segv = rows["toy_segv"]
+    assert segv["status"] == "failed_parity" and segv["reason"] == "cannot run: crashed (SIGSEGV)"
+    assert segv["size_mb"] > 0 and segv["export_s"] is not None and segv["path"].endswith(".toy_segv")
+    assert rows["toy_exit"]["status"] == "export_failed" and rows["toy_exit"]["reason"] == "called exit(2)"
+    assert rows["toy_hang"]["status"] == "export_failed" and rows["toy_hang"]["reason"] == "timed out after 20 s"

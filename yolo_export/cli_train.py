@@ -4,17 +4,13 @@ torch and the rest are imported inside the commands."""
 from __future__ import annotations
 
 import os
-import time
 
 import click
 from click.core import ParameterSource
 
 from yolo_export.cli import (RAY_LOCAL, _json_opt, _verbose_opt, common_opt, emit_json,
                              inference_opts, open_model, run_command)
-
-# The README recipe: yolov8n-cls on the built-in digits at imgsz 32 (the digits augmentation preset applies).
-RECIPE = {"model": "yolov8n-cls.yaml", "data": "digits", "epochs": 20, "imgsz": 32, "batch": 64, "workers": 0,
-          "threads": 1}
+from yolo_export.engine.demo import RECIPE  # cheap: no torch at import
 
 
 def _rank0() -> bool:
@@ -158,35 +154,6 @@ def val_cmd(model, data, split, batch, imgsz, device, workers, half, predictions
 
 
 # ----------------------------------------------------------------------------------------------- demo
-def _sub(args: list[str], timeout: float):
-    """Run ``python -m yolo_export ARGS --json`` in its own process (one format cannot crash the demo)."""
-    import json
-    import subprocess
-    import sys
-
-    try:
-        p = subprocess.run([sys.executable, "-m", "yolo_export", *args, "--json"], capture_output=True, text=True,
-                           timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return None, f"timed out after {timeout:.0f}s"
-    doc = None
-    for line in reversed(p.stdout.strip().splitlines()):
-        try:
-            doc = json.loads(line)
-            break
-        except ValueError:
-            continue
-    if p.returncode != 0 or doc is None or "error" in (doc or {}):
-        why = (doc or {}).get("error") if isinstance(doc, dict) else None
-        if not why:
-            tail = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
-            why = tail[-1] if tail else f"exit code {p.returncode}"
-            if p.returncode < 0:
-                why = f"crashed (signal {-p.returncode}); {why}"
-        return None, why
-    return doc, None
-
-
 @click.command("demo")
 @click.option("--project", default="runs/demo", show_default=True, help="Where the run and its exports go.")
 @click.option("--epochs", type=int, default=RECIPE["epochs"], show_default=True)
@@ -197,7 +164,8 @@ def _sub(args: list[str], timeout: float):
 @click.option("--threads", type=int, default=RECIPE["threads"], show_default=True,
               help="CPU threads for training (1 copes best with a busy shared CPU).")
 @click.option("--device", default=None)
-@click.option("--timeout", type=float, default=600, show_default=True, help="Seconds allowed per format.")
+@click.option("--timeout", type=float, default=600, show_default=True,
+              help="Seconds allowed per format (each runs in its own child process).")
 @_json_opt
 @_verbose_opt
 def demo_cmd(project, epochs, imgsz, batch, formats, workers, threads, device, timeout, as_json, verbose):
@@ -205,71 +173,19 @@ def demo_cmd(project, epochs, imgsz, batch, formats, workers, threads, device, t
     validate each export, predict a few images, print a results table."""
 
     def go():
-        from pathlib import Path
+        from yolo_export.engine.demo import run_demo
 
-        from yolo_export import YOLO, registry
-        from yolo_export.utils import LOGGER
-
-        t0 = time.perf_counter()
-        y = YOLO(RECIPE["model"])
-        tr = y.train(data=RECIPE["data"], epochs=epochs, imgsz=imgsz, batch=batch, workers=workers, threads=threads,
-                     project=project, name="train", exist_ok=True, device=device, progress=not as_json)
-        best = Path(tr["best"])
-        LOGGER.info(f"\nvalidating {best} ...")
-        ref = YOLO(best).val(data="digits", predictions=True, progress=False)
-        ref_pred = dict(zip(ref["files"], ref["predictions"]))
-        rows = [{"format": "pytorch", "status": "ok", "path": str(best), "size_mb": round(best.stat().st_size / 1e6, 2),
-                 "export_s": None, "top1": ref["top1"], "top5": ref["top5"], "agree": 1.0,
-                 "ms_per_img": round(ref["speed"]["inference"], 3), "note": "source (EMA weights, fp16 stored)"}]
-        wanted = [f.strip() for f in formats.split(",")] if formats else None
-        backends = [b for b in registry.all_backends() if b.name != "pytorch"]
-        if wanted:
-            backends = [registry.get(f) for f in wanted]
-        onnx_path = None
-        for b in backends:
-            row = {"format": b.name, "status": "", "path": None, "size_mb": None, "export_s": None, "top1": None,
-                   "top5": None, "agree": None, "ms_per_img": None, "note": ""}
-            rows.append(row)
-            ok, why = b.is_available()
-            if not ok:
-                row.update(status="skipped", note=why)
-                continue
-            LOGGER.info(f"exporting {b.name} ...")
-            doc, err = _sub(["export", str(best), "--format", b.name, "--data", "digits"], timeout)
-            if err:
-                row.update(status="export failed", note=err[:160])
-                continue
-            row.update(path=doc["path"], size_mb=doc["size_mb"], export_s=doc["time_s"])
-            rok, rwhy = b.runtime_available()
-            if not rok:
-                row.update(status="exported", note=f"not run here: {rwhy}")
-                continue
-            LOGGER.info(f"validating {doc['path']} ...")
-            vdoc, err = _sub(["val", "--model", doc["path"], "--data", "digits", "--predictions"], timeout)
-            if err:
-                row.update(status="val failed", note=err[:160])
-                continue
-            same = [ref_pred.get(f) == p for f, p in zip(vdoc["files"], vdoc["predictions"])]
-            row.update(status="ok", top1=vdoc["top1"], top5=vdoc["top5"], agree=sum(same) / max(len(same), 1),
-                       ms_per_img=round(vdoc["speed"]["inference"], 3))
-            if b.name == "onnx":
-                onnx_path = doc["path"]
-        pred_model = onnx_path or str(best)
-        files = ref["files"][:: max(1, len(ref["files"]) // 5)][:5]
-        preds = []
-        for r in YOLO(pred_model).predict(files):
-            preds.append({"image": r.path, "true": Path(r.path).parent.name, "pred": r.names[r.probs.top1],
-                          "conf": round(float(r.probs.top1conf), 4)})
-        return {"train": {k: tr[k] for k in ("top1", "top5", "best_epoch", "epochs_run", "time_s", "images_per_s",
-                                             "data_wait_share", "save_dir")},
-                "val": {k: ref[k] for k in ("top1", "top5", "n", "per_class")},
-                "formats": rows, "predict": {"model": pred_model, "results": preds},
-                "time_s": round(time.perf_counter() - t0, 1)}
+        return run_demo(project, epochs, imgsz, batch, [f.strip() for f in formats.split(",")] if formats else None,
+                        workers, threads, device, timeout, progress=not as_json)
 
     out = run_command(go, verbose, as_json)
     if as_json:
         emit_json(out)
         return
+    _print_demo(out)
+
+
+def _print_demo(out: dict) -> None:
     tr = out["train"]
     click.echo(f"\ntrained yolov8n-cls on digits: best epoch {tr['best_epoch']}/{tr['epochs_run']}, top1 "
                f"{tr['top1']:.4f}, top5 {tr['top5']:.4f} in {tr['time_s']:.0f}s ({tr['images_per_s']:.0f} img/s); "

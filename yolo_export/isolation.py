@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import time
@@ -39,7 +40,7 @@ def _one_line(e: BaseException) -> str:
     return (text[0] if text else type(e).__name__)[:300]
 
 
-def _child_main(conn, target, payload) -> None:
+def _child_main(conn, call: bytes, sys_path: list) -> None:
     try:
         os.setpgrp()  # our own group: a timeout kills what we started too
     except OSError:
@@ -48,6 +49,8 @@ def _child_main(conn, target, payload) -> None:
     os.dup2(2, 1)  # anything a library prints goes to stderr
     sys.stdout = sys.stderr
     try:
+        sys.path[:] = sys_path  # the caller's, as it is now (a plugin folder added after the fork server started)
+        target, payload = pickle.loads(call)
         value = target(payload, lambda msg: conn.send(("msg", msg)))
         conn.send(("done", value))
     except BaseException as e:  # noqa: BLE001 - whatever happens, the caller gets one line
@@ -93,9 +96,13 @@ def _reap(proc) -> None:
 
 def run_isolated(target, payload, timeout: float | None = None, preload: tuple[str, ...] = ("torch",)) -> Outcome:
     """Call ``target(payload, report)`` in a child process; never raises for what happens in the child."""
+    try:
+        call = pickle.dumps((target, payload))
+    except Exception as e:  # noqa: BLE001 - e.g. a class defined inside a function
+        return Outcome(error=f"cannot hand the work to a child process: {_one_line(e)}")
     ctx = _context(tuple(preload) + (target.__module__,))
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child_main, args=(send, target, payload))
+    proc = ctx.Process(target=_child_main, args=(send, call, list(sys.path)))
     proc.start()
     send.close()
     out = Outcome()

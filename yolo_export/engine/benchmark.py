@@ -134,6 +134,7 @@ class Row:
     n_images: int | None = None
     threads: int | None = None
     batch: int | None = None
+    path: str | None = None       # the artefact (under the run's artefacts/ folder)
 
     def done(self, status: str, reason: str = "") -> dict:
         self.status, self.reason = status, reason
@@ -169,7 +170,7 @@ class Matrix:
 class Job:
     """One row's export-and-run, handed to a child process (picklable: names, paths and numbers only)."""
 
-    backend: str
+    backend: object               # the Backend instance (plain class attributes: pickled by its class's name)
     precision: str
     kwargs: dict
     source: str
@@ -249,7 +250,7 @@ def _prepare(model, data, imgsz, split, max_images, art_dir: Path, settings: dic
     ref = AutoBackend(src.model, device=m.device, threads=m.threads)
     m.ref_probs = run_batches(ref, x, m.batch)
     row = Row("pytorch", "fp32", size_mb=round(file_size_mb(m.source), 3), export_s=0.0, max_abs_diff=0.0,
-              top1_agreement=1.0, n_images=len(x), threads=ref.threads, batch=m.batch)
+              top1_agreement=1.0, n_images=len(x), threads=ref.threads, batch=m.batch, path=str(m.source))
     row.top1, row.top5 = topk(m.ref_probs, y)
     row.ms_per_img, row.fps = time_runner(ref, x, m.batch, m.rounds, m.warmup)
     return m, [row.done("passed", "reference")]
@@ -286,13 +287,13 @@ def measure(m: Matrix, b, prec: str) -> dict:
     if kw is None:
         return row.done("not_available", why)
     rok, rwhy = b.runtime_available()
-    job = Job(b.name, prec, kw, str(m.source), str(m.inputs), m.device, m.batch, m.rounds, m.warmup, m.threads,
+    job = Job(b, prec, kw, str(m.source), str(m.inputs), m.device, m.batch, m.rounds, m.warmup, m.threads,
               rok, LOGGER.level)
     out = run_isolated(export_and_run, job, m.timeout) if m.isolate else run_here(export_and_run, job)
     got = out.value or (out.messages[-1] if out.messages else None)
     if got is None:
         return row.done("export_failed", out.error or "no artefact")
-    row.export_s, row.size_mb = got["export_s"], got["size_mb"]
+    row.export_s, row.size_mb, row.path = got["export_s"], got["size_mb"], got["path"]
     if not rok:
         return row.done("exported_only", rwhy)
     if out.error:
@@ -322,8 +323,10 @@ def export_and_run(job: Job, report) -> dict:
     from yolo_export.engine.model import YOLO
 
     LOGGER.setLevel(job.log_level)
+    if job.backend.name not in registry.names():  # registered by hand in the caller (not an entry point)
+        registry.register(job.backend)
     t0 = time.perf_counter()
-    path = YOLO(job.source).export(job.backend, **job.kwargs)
+    path = YOLO(job.source).export(job.backend.name, **job.kwargs)
     got = {"path": str(path), "export_s": round(time.perf_counter() - t0, 2), "size_mb": round(file_size_mb(path), 3)}
     report(dict(got))
     if not job.run:
