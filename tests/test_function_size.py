@@ -17,12 +17,7 @@ PACKAGES = ("yolo_export", "backends")
 MAX_LINES = 60
 # Functions still over the limit while their split is under way (issue 14). This list only shrinks, and is empty
 # when the work is done; an entry that is no longer long is simply unused.
-PENDING = {
-    "yolo_export/cli_train.py demo_cmd",
-    "yolo_export/cli_train.py demo_cmd.go",
-    "yolo_export/engine/benchmark.py _row",
-    "yolo_export/engine/benchmark.py benchmark",
-}
+PENDING: set[str] = set()
 
 
 def _function_lengths():

@@ -1,6 +1,6 @@
 """Numerical parity of an exported artefact against the model it came from.
 
-After every export, the artefact runs (through AutoBackend, exactly as predict runs it) on the same inputs as
+After every export, the artefact runs (as a loaded model, exactly as predict runs it) on the same inputs as
 the source PyTorch model. We report the max absolute difference of the class probabilities and the top-1
 agreement. A random-init model gives near-uniform probabilities whose top-1 is decided by differences smaller
 than float rounding, so agreement is judged on *decisive* samples: those whose reference top-1 leads the
@@ -68,7 +68,7 @@ def verify_artefact(backend, path, source_model, args: dict, preprocess: dict | 
     """Run the artefact and the source on the same inputs; raise VerificationError beyond tolerance."""
     import torch
 
-    from yolo_export.autobackend import AutoBackend
+    from yolo_export.autobackend import LoadedModel
     from yolo_export.registry import precision_of
 
     precision = precision_of(args)
@@ -81,7 +81,7 @@ def verify_artefact(backend, path, source_model, args: dict, preprocess: dict | 
     with torch.no_grad():
         ref = source_model(torch.from_numpy(x).to(p.device, p.dtype)).float().cpu().numpy()
     t0 = time.perf_counter()
-    ab = AutoBackend(path, device=args.get("device") or "cpu", backend=backend, threads=args.get("threads"))
+    ab = LoadedModel(path, device=args.get("device") or "cpu", backend=backend, threads=args.get("threads"))
     res, failed = judge(ref, ab.run(x), backend.tolerance, precision, real_images=bool(args.get("data")))
     res.update({"inputs": "data" if args.get("data") else "generated",
                 "time_s": round(time.perf_counter() - t0, 3), "threads": ab.threads})

@@ -1,6 +1,6 @@
 """The benchmark matrix: every format x precision -> export, parity against the .pt, accuracy, latency.
 
-For each row: export (time, size), run the artefact through AutoBackend on the val split (exactly as predict and
+For each row: export (time, size), run the artefact as a loaded model on the val split (exactly as predict and
 val run it), compare its probabilities with the source .pt's (max abs diff, top-1 agreement), count top-1/top-5
 against the labels, and time inference (ms per image at batch 1, images/s at a larger batch; after warm-up,
 median of repeated runs). A format that cannot run here is a row with its status and reason, never a gap.
@@ -34,18 +34,10 @@ from yolo_export.utils import LOGGER, file_size_mb
 
 PRECISIONS = ("fp32", "fp16", "int8")
 STATUSES = ("passed", "failed_parity", "failed_accuracy", "export_failed", "not_available", "exported_only")
-SKIP_BY_DEFAULT = {"pytorch"}  # the reference row is measured separately
 
 
 def supported_precisions(backend) -> list[str]:
-    if getattr(backend, "precisions", None):
-        return list(backend.precisions)
-    out = ["fp32"]
-    if "half" in backend.args:
-        out.append("fp16")
-    if "int8" in backend.args:
-        out.append("int8")
-    return out
+    return list(backend.precisions)  # declared by each backend (registry.Backend.precisions)
 
 
 def machine_name() -> str:
@@ -223,14 +215,14 @@ def plan_rows(formats=None, precisions=None) -> tuple[list, list]:
     if formats:
         chosen = [registry.get(f) for f in formats]
     else:
-        chosen = [b for b in registry.all_backends() if b.name not in SKIP_BY_DEFAULT]
+        chosen = [b for b in registry.all_backends() if not b.is_source]  # the source is the reference row
     plan = [(b, p) for b in chosen for p in (precisions or supported_precisions(b)) if p in PRECISIONS]
     return chosen, plan
 
 
 def _prepare(model, data, imgsz, split, max_images, art_dir: Path, settings: dict) -> tuple[Matrix, list]:
     """Load the source, save it where every row exports from, read the val split, measure the reference row."""
-    from yolo_export.autobackend import AutoBackend
+    from yolo_export.autobackend import LoadedModel
     from yolo_export.data.transforms import default_preprocess, with_imgsz
     from yolo_export.engine.model import YOLO
 
@@ -247,10 +239,11 @@ def _prepare(model, data, imgsz, split, max_images, art_dir: Path, settings: dic
     src.save(art_dir / "model.pt")
     np.save(art_dir / "inputs.npy", x)
     m = Matrix(art_dir / "model.pt", art_dir / "inputs.npy", x, y, None, imgsz, data, art_dir, **settings)
-    ref = AutoBackend(src.model, device=m.device, threads=m.threads)
+    ref = LoadedModel(src.model, device=m.device, threads=m.threads)
     m.ref_probs = run_batches(ref, x, m.batch)
-    row = Row("pytorch", "fp32", size_mb=round(file_size_mb(m.source), 3), export_s=0.0, max_abs_diff=0.0,
-              top1_agreement=1.0, n_images=len(x), threads=ref.threads, batch=m.batch, path=str(m.source))
+    row = Row(registry.source_backend().name, "fp32", size_mb=round(file_size_mb(m.source), 3), export_s=0.0,
+              max_abs_diff=0.0, top1_agreement=1.0, n_images=len(x), threads=ref.threads, batch=m.batch,
+              path=str(m.source))
     row.top1, row.top5 = topk(m.ref_probs, y)
     row.ms_per_img, row.fps = time_runner(ref, x, m.batch, m.rounds, m.warmup)
     return m, [row.done("passed", "reference")]
@@ -319,7 +312,7 @@ def judge_row(row: Row, b, probs: np.ndarray, m: Matrix) -> dict:
 def export_and_run(job: Job, report) -> dict:
     """Export one row's artefact and run it on the val images (the part of a row that may crash or hang).
     ``report`` gets the export's figures as soon as they exist, so a crash while running still shows them."""
-    from yolo_export.autobackend import AutoBackend
+    from yolo_export.autobackend import LoadedModel
     from yolo_export.engine.model import YOLO
 
     LOGGER.setLevel(job.log_level)
@@ -332,7 +325,7 @@ def export_and_run(job: Job, report) -> dict:
     if not job.run:
         return got
     x = np.load(job.inputs)
-    ab = AutoBackend(path, device=job.device, threads=job.threads)
+    ab = LoadedModel(path, device=job.device, threads=job.threads)
     try:
         got["threads"] = ab.threads  # what the runtime itself reports
         got["probs"] = run_batches(ab, x, job.batch)
