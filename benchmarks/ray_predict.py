@@ -73,7 +73,8 @@ def main(argv=None):
     r = ray_predict(model, str(work / "images"), work / "ray.jsonl", batch=a.batch, progress=False)
     total = start + r["time_s"]
     out["ray"] = {"cluster_start_s": round(start, 2), "predict_s": r["time_s"], "img_per_s": r["images_per_s"],
-                  "img_per_s_with_start": round(a.images / total, 2), "errors": r["errors"]}
+                  "img_per_s_with_start": round(a.images / total, 2), "errors": r["errors"],
+                  "actor_runtime_threads": r["threads"]}
     same = (work / "local.jsonl").read_bytes() == (work / "ray.jsonl").read_bytes()
     out["identical_rows"] = same
     rows = [json.loads(x) for x in (work / "ray.jsonl").read_text().splitlines()]

@@ -1,15 +1,17 @@
-"""Load test of ``yexport serve`` with a real HTTP client (httpx, asyncio) against the real server process.
+"""Load test of ``yexport serve`` with a real HTTP client (aiohttp or httpx, asyncio) against the real server.
 
 yolov8n-cls (nc=1000, random init) exported to ONNX at imgsz 224 with a dynamic batch; 640x480 JPEGs. For dynamic
-batching on (``--max-batch 16``) and off (``--max-batch 1``), at concurrency 1, 8 and 32: requests/s, p50/p99
-latency, failures, and the CPU seconds used by the load client and by the server (they share the cores). The
-baseline is in-process ``YOLO(model).predict(folder, batch=B)`` on the same images, measured in the same rounds:
-each round runs in-process predict, then every server run, back to back, and the figures are the medians over
-``--rounds`` (the machine is shared: alternating keeps each comparison under the same load). The client is aiohttp
-(a lighter real client than httpx, whose CPU also comes out of the same cores; ``--client httpx`` to compare).
-``stages`` times each part alone in this process (decode + preprocess, the runtime per image at batch 1-16, the
-answer's JSON). Then the bad-input battery of ``tests/test_serve.py`` (every request must get a 4xx error document)
-is sent ``--battery`` times and the server's RSS is read before and after.
+batching on (``--max-batch 16``, waiting 2 ms or 0 ms for more) and off (``--max-batch 1``), at concurrency 1, 8
+and 32: requests/s, p50/p99 latency, failures, the CPU used by the load client and by the server (they share the
+cores), the server's CPU per request by thread role (event loop, prep pool, runtime) and where each image's time
+went (the server's ``yexport_stage_seconds``). The baseline is in-process ``YOLO(model).predict(folder, batch=B)``
+on the same images, measured in the same rounds: each round runs in-process predict, then every server run, back
+to back, and the figures are the medians over ``--rounds`` (the machine is shared: alternating keeps each
+comparison under the same load). The client is aiohttp (a lighter real client than httpx, whose CPU also comes out
+of the same cores; ``--client httpx`` to compare). ``stages`` times each part alone in this process (decode +
+preprocess, the runtime per image at batch 1-16, the answer's JSON). Then the bad-input battery of
+``tests/test_serve.py`` (every request must get a 4xx error document) is sent ``--battery`` times and the server's
+RSS is read before and after.
 
     python benchmarks/serve_load.py [--images 64] [--requests 256] [--rounds 3] [--json out.json]
 """
@@ -228,7 +230,9 @@ def median(xs):
     return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
 
 
-MODES = (("on", ["--max-batch", "16", "--batch-wait-ms", "2"]), ("off", ["--max-batch", "1"]))
+MODES = (("on", ["--max-batch", "16", "--batch-wait-ms", "2"]),
+         ("on_nowait", ["--max-batch", "16", "--batch-wait-ms", "0"]),
+         ("off", ["--max-batch", "1"]))
 
 
 def one_round(y, folder, servers, bodies, a) -> dict:
@@ -261,8 +265,8 @@ def summarise(rounds: list[dict]) -> dict:
         if "failed" in vals[0]:
             out[key]["failed"] = sum(v["failed"] for v in vals)
     best = max(out["in_process_batch1"]["img_per_s"], out["in_process_batch8"]["img_per_s"])
-    c32 = max(out["on_c32"]["req_per_s"], out["off_c32"]["req_per_s"])
-    ratios = [max(r["on_c32"]["req_per_s"], r["off_c32"]["req_per_s"]) /
+    c32 = max(out[f"{m}_c32"]["req_per_s"] for m, _ in MODES)
+    ratios = [max(r[f"{m}_c32"]["req_per_s"] for m, _ in MODES) /
               max(r["in_process_batch1"]["img_per_s"], r["in_process_batch8"]["img_per_s"]) for r in rounds]
     out["c32_over_in_process"] = {"of_medians": round(c32 / best, 3), "per_round": [round(x, 3) for x in ratios],
                                   "median_of_rounds": round(median(ratios), 3)}

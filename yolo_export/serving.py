@@ -11,7 +11,8 @@ One ASGI app, built by ``build_app(cfg)``:
 - each image is decoded and preprocessed by the project's own code (``data.transforms``) in a worker thread, which
   hands it straight to the runtime thread; the runtime thread groups the images waiting for it into one call
   (``--max-batch``, ``--batch-wait-ms``; ``--max-batch 1`` turns batching off). ``AutoBackend.run`` pads fixed-batch
-  artefacts as predict does. The event loop only parses HTTP and writes JSON: it is never on the runtime's path;
+  artefacts as predict does. The event loop only parses HTTP and writes JSON: it is never on the runtime's path,
+  and ``POST /predict`` is plain ASGI (FastAPI serves the other, light endpoints);
 - every bad request is a 4xx with the CLI's error document ``{"error": ..., "type": ...}`` (``type`` one of
   ``errors.DOCUMENTED``) and the server keeps serving. Budgets are checked before anything is allocated: requests
   being served (``--max-concurrency``: over it, 503 before the body is read), the body size (from Content-Length,
@@ -19,7 +20,7 @@ One ASGI app, built by ``build_app(cfg)``:
   bodies is therefore bounded by ``max_concurrency x max_upload_mb``.
 
 The serving libraries (fastapi, uvicorn, prometheus_client) are imported inside functions: ``yexport --help``
-never imports them. (No ``from __future__ import annotations`` here: FastAPI reads the route's annotations.)
+never imports them.
 """
 
 import asyncio
