@@ -118,9 +118,11 @@ def _import_tf():
 
 
 class SavedModelRunner(Runner):
-    def __init__(self, path):
-        tf = _import_tf()
+    def __init__(self, path, threads: int | None = None):
+        from yolo_export.threads import tf_threads
 
+        tf = _import_tf()
+        self.threads = tf_threads(tf, threads)
         self.tf = tf
         self.model = tf.saved_model.load(str(path))
         self.fn = self.model.signatures["serving_default"]
@@ -180,15 +182,17 @@ class SavedModelBackend(_TFBase, name="saved_model", aliases=("savedmodel", "tf"
         self.write_metadata(out, _layout_meta(ctx.metadata))
         return out
 
-    def load(self, path, device, metadata):
-        return SavedModelRunner(path)
+    def load(self, path, device, metadata, threads=None):
+        return SavedModelRunner(path, threads=threads)
 
 
 # ------------------------------------------------------------------------------------------ GraphDef
 class GraphDefRunner(Runner):
-    def __init__(self, path):
-        tf = _import_tf()
+    def __init__(self, path, threads: int | None = None):
+        from yolo_export.threads import tf_threads
 
+        tf = _import_tf()
+        self.threads = tf_threads(tf, threads)
         self.tf = tf
         gd = tf.compat.v1.GraphDef()
         gd.ParseFromString(Path(path).read_bytes())
@@ -241,8 +245,8 @@ class GraphDefBackend(_TFBase, name="pb", aliases=("graphdef", "frozen_graph"), 
         run_worker("pb", "frozen GraphDef conversion", saved_model=Path(sm), out=out, blob=blob, node=GRAPH_META_NODE)
         return out
 
-    def load(self, path, device, metadata):
-        return GraphDefRunner(path)
+    def load(self, path, device, metadata, threads=None):
+        return GraphDefRunner(path, threads=threads)
 
     def write_metadata(self, path: Path, meta):
         tf = _import_tf()

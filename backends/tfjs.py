@@ -125,13 +125,16 @@ def write_browser_demo(model_dir: Path, shown: str | None = None) -> bool:
 class NodeRunner(Runner):
     """One long-lived ``node tfjs_runner.js`` process per loaded model; batches go over stdin/stdout."""
 
-    def __init__(self, model_dir: Path):
+    def __init__(self, model_dir: Path, threads: int | None = None):
+        from yolo_export.threads import resolve
+
         ok, why = node_status()
         if not ok:
             raise NotAvailable(f"cannot run a TF.js model here: {why}")
         self._err = tempfile.TemporaryFile()
+        env = {**os.environ, "YOLO_EXPORT_TFJS_THREADS": str(resolve(threads))}
         self.proc = subprocess.Popen([node_exe(), str(RUNNER_JS), str(model_dir), str(node_prefix())],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err, env=env)
         self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _stop, self.proc, self._err)
         hello, _ = self._read()
@@ -142,6 +145,7 @@ class NodeRunner(Runner):
         b = (hello.get("input") or [None])[0]
         self.fixed_batch = int(b) if isinstance(b, int) and b > 0 else None
         self.device = f"node-{hello.get('backend')}"
+        self.threads = hello.get("threads")  # what the backend reports (the bundled wasm binary is single-threaded)
 
     def _read_exact(self, n: int) -> bytes:
         data = self.proc.stdout.read(n) if n else b""
@@ -212,9 +216,9 @@ class TfjsBackend(Backend, name="tfjs", aliases=("web", "tensorflowjs"), title="
             write_browser_demo(out, shown=Path(ctx.args.get("output") or out).name)
         return out
 
-    def load(self, path, device, metadata):
+    def load(self, path, device, metadata, threads=None):
         check_manifest(Path(path))
-        return NodeRunner(Path(path))
+        return NodeRunner(Path(path), threads=threads)
 
     def write_metadata(self, path: Path, meta):
         from yolo_export.metadata import encode

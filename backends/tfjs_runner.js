@@ -62,7 +62,9 @@ async function pickBackend(tf, req) {
   const errors = [];
   for (const name of wanted) {
     try {
-      req(`@tensorflow/tfjs-backend-${name}`);
+      const mod = req(`@tensorflow/tfjs-backend-${name}`);
+      const n = Number(process.env.YOLO_EXPORT_TFJS_THREADS || 0);
+      if (name === 'wasm' && n > 0 && mod.setThreadsCount) mod.setThreadsCount(n); // used by multithreaded wasm only
       if (await tf.setBackend(name)) {
         await tf.ready();
         return name;
@@ -83,8 +85,12 @@ async function main() {
   const backend = await pickBackend(tf, req);
   const artifacts = loadArtifacts(dir);
   const model = await converter.loadGraphModel({ load: async () => artifacts });
+  // threads the backend really runs on: the wasm module's pool (1 with the single-threaded binary); the cpu backend
+  // computes on this one JS thread
+  const wasm = backend === 'wasm' ? req('@tensorflow/tfjs-backend-wasm') : null;
+  const threads = wasm && wasm.getThreadsCount ? wasm.getThreadsCount() : 1;
   send({
-    ok: true, backend, tfjs: tf.version_core,
+    ok: true, backend, tfjs: tf.version_core, threads,
     input: model.inputs[0].shape, output: model.outputs[0].shape,
   });
 

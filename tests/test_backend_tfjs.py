@@ -67,6 +67,7 @@ def test_tfjs_fp32_parity_and_predict(web_model, js_dir, images):
     path, res = web_model
     par = res.parity
     assert par["max_abs_diff"] <= 1e-4 and par["top1_agreement"] == 1.0 and par["decisive"] >= 4
+    assert par["threads"] == 1                     # what the runner reports: the bundled wasm binary's one thread
     ref = [r.probs.data for r in YOLO(js_dir / "tiny.pt")(images)]
     m = YOLO(path)
     out = [r.probs.data for r in m(images)]          # 4 images, fixed batch 1: four round trips to one process

@@ -125,6 +125,24 @@ def test_openvino_reports_its_count(tiny_yolo, tmp_path):
     assert YOLO(path, threads=1).backend().threads == 1
 
 
+@needs("tensorflow", "onnx2tf", extra="tensorflow")
+def test_tensorflow_runners_get_the_count(tiny_yolo, tmp_path):
+    """SavedModel and GraphDef: TF's intra-op pool is set before its runtime starts (a fresh process, as predict
+    and val are) and the count TF reports is recorded; one inter-op thread."""
+    import subprocess
+    import sys
+
+    sm = tiny_yolo.export("saved_model", output=str(tmp_path / "m_saved_model"), verify=False)
+    pb = tiny_yolo.export("pb", output=str(tmp_path / "m.pb"), verify=False)
+    code = ("import sys, tensorflow as tf; from yolo_export import YOLO\n"
+            "n = [YOLO(p, threads=1).loaded_model().threads for p in sys.argv[1:]]\n"
+            "print(n, tf.config.threading.get_intra_op_parallelism_threads(),"
+            " tf.config.threading.get_inter_op_parallelism_threads())")
+    out = subprocess.run([sys.executable, "-c", code, sm, pb], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.split("\n")[-2] == "[1, 1] 1 1"
+
+
 def test_benchmark_and_train_record_threads(tiny_pt, tmp_path):
     from yolo_export import YOLO
     from yolo_export.engine.benchmark import benchmark

@@ -167,3 +167,26 @@ def executorch_threads(threads=None) -> int | None:
         return int(pl._threadpool_get_thread_count())
     except (ImportError, AttributeError):
         return None
+
+
+def tf_threads(tf, threads=None) -> int:
+    """TensorFlow (SavedModel, GraphDef): intra-op threads = the policy's count and one inter-op thread, set while
+    TF's runtime has not started (process-wide; afterwards TF refuses: only at start-up). Returns the intra-op count
+    TF will use: what it reports, or, where it reports 0 ("TF decides"), its default of one thread per CPU in this
+    process's affinity mask."""
+    n = resolve(threads)
+    th = tf.config.threading
+    try:
+        if th.get_intra_op_parallelism_threads() != n:
+            th.set_intra_op_parallelism_threads(n)
+        if th.get_inter_op_parallelism_threads() != 1:
+            th.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass  # TF's runtime already started in this process (an export, an earlier model): it keeps its pools
+    got = int(th.get_intra_op_parallelism_threads() or 0)
+    if got:
+        return got
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
