@@ -19,8 +19,9 @@ from yolo_export.cli import RAY_LOCAL, _json_opt, _ray_opt, _threads_opt, _verbo
               help="Model replicas: worker processes on this machine, or Ray Serve replicas with --ray.")
 @click.option("--max-batch", type=int, default=8, show_default=True,
               help="Largest batch the dynamic batcher forms across concurrent requests (1: no batching).")
-@click.option("--batch-wait-ms", type=float, default=2.0, show_default=True,
-              help="How long the batcher waits for more images after the first.")
+@click.option("--batch-wait-ms", type=float, default=0.0, show_default=True,
+              help="How long the runtime waits for more images after the first when none are queued (0: it takes "
+                   "what queued while it was busy, so batches form under load and cost no latency when idle).")
 @click.option("--max-upload-mb", type=float, default=20.0, show_default=True, help="Largest request body.")
 @click.option("--max-images", type=int, default=16, show_default=True, help="Most images in one request.")
 @click.option("--max-pixels", type=int, default=40_000_000, show_default=True,

@@ -51,7 +51,7 @@ class ServeConfig:
     device: str = "cpu"
     threads: int | None = None
     max_batch: int = 8
-    batch_wait_ms: float = 2.0
+    batch_wait_ms: float = 0.0   # batches form from what queued while the runtime was busy (serve_load.py)
     max_upload_mb: float = 20.0
     max_images: int = 16
     max_pixels: int = 40_000_000
