@@ -10,7 +10,7 @@ One ASGI app, built by ``build_app(cfg)``:
   workers, through prometheus_client's multiprocess mode), ``GET /`` (a small page: drop an image, see the top-5);
 - each image is decoded and preprocessed by the project's own code (``data.transforms``) in a worker thread, which
   hands it straight to the runtime thread; the runtime thread groups the images waiting for it into one call
-  (``--max-batch``, ``--batch-wait-ms``; ``--max-batch 1`` turns batching off). ``AutoBackend.run`` pads fixed-batch
+  (``--max-batch``, ``--batch-wait-ms``; ``--max-batch 1`` turns batching off). ``LoadedModel.run`` pads fixed-batch
   artefacts as predict does. The event loop only parses HTTP and writes JSON: it is never on the runtime's path,
   and ``POST /predict`` is plain ASGI (FastAPI serves the other, light endpoints);
 - every bad request is a 4xx with the CLI's error document ``{"error": ..., "type": ...}`` (``type`` one of
