@@ -392,12 +392,13 @@ def markdown(result: dict) -> str:
 
 
 def write_reports(result: dict, out_dir: Path) -> dict:
+    from yolo_export.metadata import plain   # the one encoding rule
     from yolo_export.utils import atomic_write_bytes
 
     stem = f"benchmark-{_slug(result['machine'])}-{result['date'][:10]}"
     files = {"json": out_dir / f"{stem}.json", "csv": out_dir / f"{stem}.csv", "md": out_dir / f"{stem}.md",
              "png": out_dir / f"{stem}.png"}
-    atomic_write_bytes(files["json"], json.dumps(result, indent=2, default=str).encode())
+    atomic_write_bytes(files["json"], json.dumps(result, indent=2, default=plain).encode())
     atomic_write_bytes(files["md"], markdown(result).encode())
     import io
 
