@@ -82,7 +82,7 @@ def format_names_in(path: Path, words: set[str]) -> list[tuple[int, str, str]]:
             if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.strip().lower() in words]
 
 
-def test_scanner_sees_what_it_should():
+def test_scanner_sees_what_it_should(tmp_path):
     """The scanner itself: each kind of use is found (a test that cannot fail proves nothing)."""
     src = ('def f(b, d, fmt="onnx"):\n'
            '    if b.name == "pytorch" or b.name in ("tflite", "x"):\n'
@@ -90,12 +90,9 @@ def test_scanner_sees_what_it_should():
            '    match b.name:\n'
            '        case "coreml":\n'
            '            pass\n')
-    tmp = ROOT / "tests" / "_layering_probe.py"
-    try:
-        tmp.write_text(src)
-        found = {(s, k) for _, s, k in format_names_in(tmp, format_words())}
-    finally:
-        tmp.unlink(missing_ok=True)
+    probe = tmp_path / "probe.py"
+    probe.write_text(src)
+    found = {(s, k) for _, s, k in format_names_in(probe, format_words())}
     assert found == {("onnx", "default"), ("pytorch", "compare"), ("tflite", "compare"), ("engine", "key"),
                      ("ncnn", "key"), ("openvino", "value"), ("coreml", "match")}
 
