@@ -14,8 +14,6 @@ import click
 
 from yolo_export import options
 
-EXPORT_FLAGS = ("half", "int8", "dynamic")
-
 
 class DefaultGroup(click.Group):
     """A group that runs ``export`` when the first argument is not a command name."""

@@ -158,7 +158,7 @@ class ExportContext:
         """float32 NCHW images for INT8 calibration: from ``--data`` (the train split), else generated."""
         from yolo_export.data.samples import calibration_batch
 
-        n = int(n or self.args.get("calib_images") or 256)
+        n = int(n or self.args.get(CALIB_IMAGES.name) or CALIB_IMAGES.default)
         return calibration_batch(self.data, self.imgsz, n, self.metadata.get("preprocess"),
                                  fraction=self.args.get("fraction"))
 
@@ -265,6 +265,11 @@ class Backend:
     def declared_options(self) -> dict[str, Option]:
         """name -> Option for everything this format's export takes: the common options, then its own."""
         return {o.name: o for o in (*COMMON_OPTIONS, *self.options)}
+
+    @property
+    def calibrates(self) -> bool:
+        """Its INT8 calibrates activations on images (it takes --calib-images); else INT8 quantises weights only."""
+        return CALIB_IMAGES in self.options
 
     def accepted_args(self) -> set[str]:
         return set(self.declared_options())

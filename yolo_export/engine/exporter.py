@@ -108,7 +108,7 @@ def check_calibration(args: dict, backend=None) -> str | None:
         if calib is not None:
             raise ArgumentError("--calib only applies with --int8")
         return None
-    if backend is not None and "calib_images" not in backend.accepted_args():  # 8-bit weights only (MNN, CoreML)
+    if backend is not None and not backend.calibrates:  # 8-bit weights only (MNN, CoreML)
         if calib is not None:
             raise ArgumentError(f"{backend.name} --int8 quantises the weights only: it takes no --calib")
         return None
