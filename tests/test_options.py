@@ -133,3 +133,15 @@ def test_help_stays_light():
                          env={**os.environ, "YOLO_EXPORT_NO_PLUGINS": "1"})
     assert out.returncode == 0, out.stderr
     assert "--calib-images" in out.stdout and out.stdout.strip().endswith("ok")
+
+
+def test_a_clashing_option_is_named():
+    """One flag, one meaning: an option that reuses a registered name with another type or default is a clash (a
+    plugin declaring one is refused with a warning at load)."""
+    class Clash(registry.Backend, name="clash", suffix=".clash",
+                options=(options.Option("opset", str, "x", "Not an ONNX opset."), registry.HALF)):
+        pass
+
+    clash = registry.option_conflicts(Clash())
+    assert len(clash) == 1 and clash[0].startswith("--opset (str, default 'x') is already declared as int")
+    assert registry.option_conflicts(registry.get("mnn")) == []
