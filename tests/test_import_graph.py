@@ -8,6 +8,10 @@ Rule for ``from P import name``: an edge to ``P.name`` where that is a module of
 (``name`` is then an attribute of ``P``'s ``__init__``). Executing any submodule runs its parent packages'
 ``__init__`` first; that is not an edge of the importing module (it holds for every module alike and ends before the
 submodule runs), but reading an attribute of a package facade (``from yolo_export import YOLO``) is one.
+
+Imports by name: in a module that calls ``importlib.import_module``, a string constant that names one of the
+package's modules (not a package) in full, ``"yolo_export.cli_train"``, is an edge too (the CLI group loads its
+command modules so; ``"yolo_export.backends"``, the entry-point group's name, is not a module).
 """
 
 from __future__ import annotations
@@ -42,9 +46,15 @@ def imports_of(module: str, path: Path, mods: dict) -> dict[str, int]:
     """The package modules ``module`` imports (anywhere in its source) → the line of the first such import."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: dict[str, int] = {}
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    by_name = any(isinstance(n, (ast.Attribute, ast.Name)) and "import_module" in (getattr(n, "attr", None),
+                                                                                   getattr(n, "id", None))
+                  for n in ast.walk(tree))
+    for node in ast.walk(tree):
         targets = []
-        if isinstance(node, ast.Import):
+        if by_name and isinstance(node, ast.Constant) and node.value in mods and mods[node.value].name != "__init__.py":
+            targets = [node.value]
+        elif isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
@@ -150,6 +160,11 @@ def test_cycles_are_found(tmp_path):
     assert cycles(graph) == [["yolo_export.a", "yolo_export.backends.c", "yolo_export.sub.b"]]
     (tmp_path / "backends" / "c.py").write_text("from yolo_export import YOLO\n")  # the facade: a real edge
     assert cycles(import_graph(tmp_path)) == [["yolo_export", "yolo_export.backends.c", "yolo_export.sub.b"]]
+    (tmp_path / "backends" / "c.py").write_text("")
+    (pkg / "d.py").write_text("import importlib\nMODS = ('yolo_export.e',)\n"
+                              "for m in MODS:\n    importlib.import_module(m)\n")
+    (pkg / "e.py").write_text("from yolo_export.d import MODS\n")  # by name, both at module level: a cycle
+    assert cycles(import_graph(tmp_path)) == [["yolo_export.d", "yolo_export.e"]]
 
 
 def test_no_import_cycles():

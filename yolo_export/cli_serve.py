@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from yolo_export.cli import RAY_LOCAL, _json_opt, _ray_opt, _threads_opt, _verbose_opt, emit_json, run_command
+from yolo_export.cli_common import RAY_LOCAL, _json_opt, _ray_opt, _threads_opt, _verbose_opt, emit_json, run_command
 
 
 @click.command("serve")

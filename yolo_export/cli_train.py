@@ -8,7 +8,7 @@ import os
 import click
 from click.core import ParameterSource
 
-from yolo_export.cli import (RAY_LOCAL, _json_opt, _verbose_opt, common_opt, emit_json,
+from yolo_export.cli_common import (RAY_LOCAL, _json_opt, _verbose_opt, common_opt, emit_json,
                              inference_opts, open_model, run_command)
 from yolo_export.engine.demo import RECIPE  # cheap: no torch at import
 

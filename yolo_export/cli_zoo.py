@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from yolo_export.cli import _json_opt, _verbose_opt, emit_json, run_command
+from yolo_export.cli_common import _json_opt, _verbose_opt, emit_json, run_command
 
 
 @click.group("zoo")
