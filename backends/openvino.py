@@ -152,15 +152,18 @@ class OpenVINOBackend(Backend, name="openvino", aliases=("ov",), title="OpenVINO
         return super().recognise(path)
 
     def graph_stats(self, path):
-        """Weights (floating constants) and 2 x multiply-accumulates of (group) convolutions and MatMuls."""
+        """Weights (floating constants, and the 8/4-bit ones of an INT8 IR) and 2 x multiply-accumulates of (group)
+        convolutions and MatMuls."""
         from math import prod
 
         import openvino as ov
 
+        quantised = (ov.Type.i8, ov.Type.u8, ov.Type.i4, ov.Type.u4)
         params, flops = 0, 0.0
         for op in ov.Core().read_model(str(_xml(path))).get_ordered_ops():
             kind = op.get_type_name()
-            if kind == "Constant" and op.get_output_element_type(0).is_real():
+            if kind == "Constant" and (op.get_output_element_type(0).is_real()
+                                       or op.get_output_element_type(0) in quantised):
                 params += prod(op.get_output_shape(0))
             elif kind in ("Convolution", "GroupConvolution", "MatMul"):
                 w = list(op.input(1).get_partial_shape().get_min_shape())

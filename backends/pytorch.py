@@ -80,6 +80,7 @@ class PyTorchBackend(Backend, name="pytorch", aliases=("pt", "torch"), title="Py
 
         ck = read_torch_zip(path, RestrictedUnpickler)  # the file just exported, read by the one checkpoint reader
         ck["verification"] = meta.get("verification")
+        ck["names"] = {int(k): str(v) for k, v in (meta.get("names") or ck.get("names") or {}).items()}
         import io
 
         buf = io.BytesIO()

@@ -10,8 +10,31 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from backend_models import cond_pt, conditioned_master  # noqa: F401 - fixtures for every test file
+
 IMGSZ = 32
 NAMES = [f"c{i}" for i in range(10)]
+
+
+def pytest_addoption(parser):
+    parser.addoption("--backends-of", default=None, metavar="EXTRA,...",
+                     help="test_contract.py: only the formats of these pip extras ('core': those that need none)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "xdist_group(name): run these tests on one xdist worker (--dist loadgroup)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under ``--dist loadgroup`` a test without an ``xdist_group`` joins its file's group, as ``--dist loadfile``
+    kept it: a file's module-scoped fixtures (one export, one conversion) are built on one worker. Only the contract
+    test groups differently (per backend module), so that its families run in parallel."""
+    if getattr(config.option, "dist", "no") != "loadgroup":
+        return
+    for item in items:
+        if not any(item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
 
 
 def has(*modules: str) -> bool:
@@ -120,3 +143,44 @@ def trained_pt(tmp_path_factory) -> Path:
                                            progress=False, plots=False)
         fcntl.flock(lock, fcntl.LOCK_UN)
     return out
+
+
+@pytest.fixture(scope="session")
+def digits_images(tmp_path_factory) -> Path:
+    """Six val images of the built-in digits (what ``trained_pt`` knows)."""
+    from yolo_export.data.datasets import resolve_dataset
+
+    d = tmp_path_factory.mktemp("digits-images")
+    for i, p in enumerate(sorted((resolve_dataset("digits") / "val").rglob("*.png"))[::60][:6]):
+        shutil.copy(p, d / f"{i}_{p.name}")
+    return d
+
+
+@pytest.fixture()
+def exported(request, tmp_path_factory):
+    """``exported(fmt, prec)`` -> the ``backend_models.Row`` of that export, made once per worker and shared by the
+    contract test and the format's own tests (same ``xdist_group``: the backend's module name)."""
+    from backend_models import exported_row
+
+    return lambda fmt, prec="fp32": exported_row(request, tmp_path_factory, fmt, prec)
+
+
+@pytest.fixture()
+def logs():
+    """The messages yolo_export logs during the test (INFO and up), as a list of strings."""
+    import logging
+
+    from yolo_export.utils import LOGGER
+
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    handler, old = Collect(logging.DEBUG), LOGGER.level
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(min(old or logging.INFO, logging.INFO))
+    yield lines
+    LOGGER.removeHandler(handler)
+    LOGGER.setLevel(old)

@@ -1,49 +1,34 @@
-"""PaddlePaddle via x2paddle: fp32 export, run with paddle.inference and compared with PyTorch; safe after TF."""
+"""PaddlePaddle, what only it has: the x2paddle file set, a whole batch in one predictor call, safe after TensorFlow.
+Export, parity, reload, predict and metadata: ``test_contract.py``."""
 
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from backend_models import cond_pt, conditioned_master, result_probs, torch_probs  # noqa: F401
+from backend_models import torch_probs
 from conftest import has, needs
 from yolo_export import YOLO, registry
-from yolo_export.errors import ArgumentError, MissingDependency
+from yolo_export.errors import ArgumentError
 from yolo_export.verify import check_inputs
+
+pytestmark = pytest.mark.xdist_group("paddle")   # the contract test's exports of paddle, on the same worker
 
 paddle_only = needs("paddle", "x2paddle", "six", "requests", extra="paddle")
 
 
 @paddle_only
-def test_paddle_fp32_parity_predict_and_metadata(cond_pt, images):  # noqa: F811
-    import yaml
-
-    y = YOLO(cond_pt)
-    path = Path(y.export("paddle"))
-    assert path.name == "cond_paddle_model"
-    assert {p.name for p in path.iterdir()} == {"model.json", "model.pdiparams", "metadata.yaml"}
-    assert not [p for p in cond_pt.parent.iterdir() if ".tmp-" in p.name]
+def test_paddle_files_and_a_whole_batch_in_one_predictor_call(exported):
+    row = exported("paddle")
+    row.need()
+    assert {p.name for p in row.path.iterdir()} == {"model.json", "model.pdiparams", "metadata.yaml"}
     assert not [p for p in sys.path if "x2paddle" in p]  # x2paddle's sys.path insert is undone
-    par = y.last_export.parity
-    assert par["status"] == "passed" and par["decisive"] == par["n"] == 8
-    assert par["max_abs_diff"] <= 1e-4 and par["top1_agreement"] == 1.0
-
-    pd = YOLO(path)
-    assert pd.format == "paddle" and pd.names == y.names and pd.imgsz == 32
-    ab = pd.backend()
+    ab = YOLO(row.path).backend()
     assert ab.dynamic and ab.fixed_batch is None
     x = check_inputs(32, 5, seed=5)
-    assert np.abs(ab.runner(x) - torch_probs(cond_pt, x)).max() <= 1e-4  # one predictor call, batch 5
-    a, b = y(images), pd(images, batch=4)
-    assert [r.probs.top1 for r in a] == [r.probs.top1 for r in b]
-    assert np.abs(result_probs(a) - result_probs(b)).max() <= 1e-4
-
-    meta = yaml.safe_load((path / "metadata.yaml").read_text())
-    assert meta["names"][9] == "c9" and meta["imgsz"] == [32, 32] and meta["preprocess"]["resize"] == 32
-    assert pd.metadata["verification"]["max_abs_diff"] == par["max_abs_diff"]
+    assert np.abs(ab.runner(x) - torch_probs(row.source, x)).max() <= 1e-4  # one predictor call, batch 5
 
 
 SCRIPT = """
@@ -62,7 +47,7 @@ print("OK", par["status"], par["max_abs_diff"], out.shape, "{first}" in sys.modu
 
 @paddle_only
 @pytest.mark.skipif(not has("tensorflow"), reason="needs tensorflow to check the import clash")
-def test_paddle_export_and_run_after_tensorflow_in_one_process(cond_pt):  # noqa: F811
+def test_paddle_export_and_run_after_tensorflow_in_one_process(cond_pt):
     code = textwrap.dedent(SCRIPT).format(first="tensorflow")
     proc = subprocess.run([sys.executable, "-c", code, str(cond_pt)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
@@ -76,13 +61,6 @@ def test_paddle_refuses_bad_arguments(pt_copy):
         with pytest.raises(ArgumentError, match=f"does not take {flag}"):
             y.export("paddle", **kw)
     assert not list(pt_copy.parent.glob("*paddle*"))
-
-
-@pytest.mark.skipif(has("paddle", "x2paddle", "six", "requests"), reason="the paddle extra is installed")
-def test_paddle_missing_extra_is_one_line(pt_copy):
-    with pytest.raises(MissingDependency) as e:
-        YOLO(pt_copy).export("paddle")
-    assert 'pip install "yolo-export[paddle]"' in str(e.value) and "\n" not in str(e.value)
 
 
 def test_paddle_backend_declaration():

@@ -1,7 +1,7 @@
-"""TensorFlow family: SavedModel, frozen GraphDef, TFLite fp32/fp16/INT8 and Edge TPU — real exports, real runs.
-
-One onnx2tf conversion is shared by every export in this module: the SavedModel backend reuses, within a process,
-the conversion of an identical ONNX graph, and all tests export the same tiny model (imgsz 32, batch 1).
+"""TensorFlow family, what only it has: NHWC artefacts, the GraphDef through the CLI from another folder, the TFLite
+carrier (a zip appended to the flatbuffer) and its LiteRT input types, the Edge TPU compiler and runtime messages,
+the names that tell the formats apart. Export, parity, reload, predict and metadata: ``test_contract.py``, whose
+exports (one onnx2tf conversion per model) these tests share on the same worker.
 """
 
 from __future__ import annotations
@@ -12,128 +12,73 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import needs
-from tf_common import spread_checkpoint
 
+from conftest import needs
 from yolo_export import YOLO, registry
 from yolo_export.errors import ArgumentError, NotAvailable
 
-pytestmark = needs("tensorflow", "onnx2tf", "tf_keras", "onnx", "onnxruntime", "ai_edge_litert", extra="tensorflow")
+pytestmark = [needs("tensorflow", "onnx2tf", "tf_keras", "onnx", "onnxruntime", "ai_edge_litert", extra="tensorflow"),
+              pytest.mark.xdist_group("tensorflow")]
 
 
 def leftovers(d: Path):
     return sorted(p.name for p in d.iterdir() if ".tmp-" in p.name or p.name.endswith(("-tmp", ".part")))
 
 
-@pytest.fixture(scope="module")
-def tf_dir(tiny_yolo, tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("tf")
-    spread_checkpoint(tiny_yolo, d / "tiny.pt")
-    return d
-
-
-@pytest.fixture(scope="module")
-def ref(tf_dir, images):
-    """The .pt's predictions on the image folder."""
-    return [r.probs.data for r in YOLO(tf_dir / "tiny.pt")(images)]
-
-
-@pytest.fixture(scope="module")
-def saved_model(tf_dir):
-    y = YOLO(tf_dir / "tiny.pt")
-    path = y.export("saved_model")
-    return Path(path), y.last_export
-
-
-def check_predict(path, images, ref, tol):
-    m = YOLO(path)
-    out = [r.probs.data for r in m(images)]
-    assert [int(o.argmax()) for o in out] == [int(r.argmax()) for r in ref]
-    assert max(float(np.abs(o - r).max()) for o, r in zip(out, ref)) <= tol
-    return m
-
-
-def test_saved_model_export_parity_predict_metadata(saved_model, tf_dir, images, ref):
-    path, res = saved_model
-    assert path.name == "tiny_saved_model" and path.is_dir() and (path / "saved_model.pb").is_file()
-    par = res.parity
-    assert par["status"] == "passed" and par["max_abs_diff"] <= 1e-4 and par["top1_agreement"] == 1.0
-    assert par["decisive"] >= 4           # the sharpened head makes the agreement figure meaningful
-    m = check_predict(path, images, ref, 1e-4)
-    assert m.format == "saved_model" and m.names == {i: f"c{i}" for i in range(10)} and m.imgsz == 32
-    meta = m.metadata
-    assert meta["preprocess"]["layout"] == "NHWC" and meta["verification"]["status"] == "passed"
-    assert (path / "metadata.yaml").is_file()
-    # the artefact really takes NHWC input
+def test_saved_model_takes_nhwc_and_fetched_nothing(exported):
     import tensorflow as tf
 
-    spec = tf.saved_model.load(str(path)).signatures["serving_default"].structured_input_signature[1]
+    row = exported("saved_model")
+    row.need()
+    assert (row.path / "saved_model.pb").is_file() and (row.path / "metadata.yaml").is_file()
+    spec = tf.saved_model.load(str(row.path)).signatures["serving_default"].structured_input_signature[1]
     assert list(next(iter(spec.values())).shape) == [1, 32, 32, 3]
-    assert leftovers(tf_dir) == []
     # onnx2tf's sample download was never needed (nothing fetched or left in the working directory)
     assert not list(Path.cwd().glob("calibration_image_sample_data_*.npy"))
 
 
-def test_graphdef_export_parity_predict_metadata(saved_model, tf_dir, images, ref, cli, monkeypatch):
-    monkeypatch.chdir(tf_dir)                     # relative paths through the CLI, as a user types them
-    code, out, err = cli("tiny.pt", "--format", "pb", "--json")
+def test_graphdef_through_the_cli_with_relative_paths(exported, cli, monkeypatch, tmp_path):
+    row = exported("pb")               # the same model: its SavedModel conversion is reused in this process
+    row.need()
+    shutil.copy(row.source, tmp_path / "m.pt")
+    monkeypatch.chdir(tmp_path)        # relative paths through the CLI, as a user types them
+    code, out, err = cli("m.pt", "--format", "pb", "--json")
     assert code == 0, out + err
-    path = tf_dir / "tiny.pb"
-    assert path.is_file()
-    m = check_predict(path, images, ref, 1e-4)
+    m = YOLO(tmp_path / "m.pb")
     par = m.metadata["verification"]
     assert par["status"] == "passed" and par["max_abs_diff"] <= 1e-4 and par["top1_agreement"] == 1.0
     assert m.format == "pb" and m.metadata["preprocess"]["layout"] == "NHWC"
+    x = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
+    assert np.abs(m.backend().run(x) - YOLO(row.path).backend().run(x)).max() <= 1e-6
+    assert leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize("kw,name,tol", [({}, "tiny.tflite", 1e-4), ({"half": True}, "tiny_float16.tflite", 1e-2),
-                                         ({"int8": True, "calib": "synthetic"}, "tiny_int8.tflite", None)])
-def test_tflite_export_parity_predict_metadata(saved_model, tf_dir, images, ref, kw, name, tol):
-    y = YOLO(tf_dir / "tiny.pt")
-    path = Path(y.export("tflite", **kw))
-    assert path.name == name
-    par = y.last_export.parity
-    assert par["status"] == "passed"
-    if tol is not None:
-        assert par["max_abs_diff"] <= tol and par["top1_agreement"] == 1.0
-    else:  # untrained model, generated calibration: the export gate's sanity floor; accuracy is checked on a
-        # trained model in test_int8_trained.py
-        assert par["top1_agreement_decisive"] >= 0.5
-    # metadata is embedded (zip appended to the flatbuffer) and the file still runs in LiteRT
-    with zipfile.ZipFile(path) as z:
-        assert "metadata.json" in z.namelist()
-    m = YOLO(path)
-    assert m.format == "tflite" and m.names[3] == "c3" and m.metadata["preprocess"]["layout"] == "NHWC"
-    assert m.metadata["args"].get("int8", False) == bool(kw.get("int8"))
-    out = [r.probs.data for r in m(images)]
-    if tol is not None:
-        assert [int(o.argmax()) for o in out] == [int(r.argmax()) for r in ref]
-        assert max(float(np.abs(o - r).max()) for o, r in zip(out, ref)) <= tol
-    else:
-        assert all(abs(float(o.sum()) - 1) < 0.05 for o in out)  # dequantised probabilities
+@pytest.mark.parametrize("prec,dtype", [("fp32", np.float32), ("fp16", np.float32), ("int8", np.int8)])
+def test_tflite_carrier_and_litert_input(exported, prec, dtype):
     from ai_edge_litert.interpreter import Interpreter
 
-    it = Interpreter(model_path=str(path))
+    row = exported("tflite", prec)
+    row.need()
+    assert row.path.name == {"fp32": "m.tflite", "fp16": "m_float16.tflite", "int8": "m_int8.tflite"}[prec]
+    with zipfile.ZipFile(row.path) as z:   # metadata embedded: a zip appended to the flatbuffer, which still runs
+        assert "metadata.json" in z.namelist()
+    it = Interpreter(model_path=str(row.path))
     inp = it.get_input_details()[0]
-    assert list(inp["shape"]) == [1, 32, 32, 3]
-    assert inp["dtype"] == (np.int8 if kw.get("int8") else np.float32)
-    assert leftovers(tf_dir) == []
+    assert list(inp["shape"]) == [1, 32, 32, 3] and inp["dtype"] == dtype
+    if prec == "int8":                     # dequantised probabilities
+        out = [r.probs.data for r in YOLO(row.path)(row.folder)]
+        assert all(abs(float(o.sum()) - 1) < 0.05 for o in out)
 
 
-def test_edgetpu_builds_int8_then_needs_compiler(saved_model, tf_dir):
-    y = YOLO(tf_dir / "tiny.pt")
-    before = sorted(p.name for p in tf_dir.iterdir())
+def test_edgetpu_builds_int8_then_needs_compiler(exported, pt_copy):
+    row = exported("edgetpu", "int8")   # the contract test checks the refusal is one line and nothing is left
     if shutil.which("edgetpu_compiler") is None:
-        with pytest.raises(NotAvailable) as e:
-            y.export("edgetpu", calib="synthetic")
-        msg = str(e.value)
-        assert "\n" not in msg and "edgetpu_compiler" in msg and "apt-get install edgetpu-compiler" in msg
-        assert sorted(p.name for p in tf_dir.iterdir()) == before        # nothing half-written
+        assert row.skip and "edgetpu_compiler" in row.skip and "apt-get install edgetpu-compiler" in row.skip
     else:
-        path = Path(y.export("edgetpu", calib="synthetic"))
-        assert path.name == "tiny_edgetpu.tflite" and registry.for_path(path).name == "edgetpu"
+        row.need()
+        assert row.path.name == "m_edgetpu.tflite" and registry.for_path(row.path).name == "edgetpu"
     with pytest.raises(ArgumentError, match="--half"):
-        y.export("edgetpu", half=True)
+        YOLO(pt_copy).export("edgetpu", half=True)
 
 
 def test_edgetpu_runtime_message(tmp_path):
@@ -147,16 +92,16 @@ def test_edgetpu_runtime_message(tmp_path):
         AutoBackend(fake)
 
 
-def test_refused_arguments(tf_dir, cli):
-    y = YOLO(tf_dir / "tiny.pt")
+def test_refused_arguments(pt_copy, cli):
+    y = YOLO(pt_copy)
     for fmt, kw, word in [("saved_model", {"half": True}, "--half"), ("saved_model", {"int8": True}, "--int8"),
                           ("pb", {"dynamic": True}, "--dynamic"), ("tflite", {"half": True, "int8": True}, "one of"),
                           ("tflite", {"dynamic": True}, "--dynamic")]:
         with pytest.raises(ArgumentError, match=word):
             y.export(fmt, **kw)
-    code, out, err = cli(tf_dir / "tiny.pt", "--format", "tflite", "--half", "--int8")
+    code, out, err = cli(pt_copy, "--format", "tflite", "--half", "--int8")
     assert code != 0 and "--half" in (out + err)
-    assert leftovers(tf_dir) == []
+    assert leftovers(pt_copy.parent) == []
 
 
 def test_paths_resolve_to_one_backend(tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import shutil
 from pathlib import Path
 
@@ -10,26 +9,6 @@ import numpy as np
 import pytest
 
 from yolo_export.errors import DatasetError
-
-
-@pytest.fixture()
-def logs():
-    """Collect yolo_export log lines (its handler writes to the stderr of import time, so capture directly)."""
-    from yolo_export.utils import LOGGER
-
-    lines: list[str] = []
-
-    class H(logging.Handler):
-        def emit(self, record):
-            lines.append(record.getMessage())
-
-    h = H()
-    LOGGER.addHandler(h)
-    old = LOGGER.level
-    LOGGER.setLevel(logging.INFO)
-    yield lines
-    LOGGER.removeHandler(h)
-    LOGGER.setLevel(old)
 
 
 def make_folder(root: Path, classes=("a", "b", "c"), n_train=4, n_val=2, size=(12, 10)) -> Path:

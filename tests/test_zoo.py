@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import logging
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,7 +20,6 @@ from ultralytics_fake import make_ultralytics_checkpoint
 
 from yolo_export import YOLO, zoo
 from yolo_export.errors import CheckpointError, DownloadError, YoloExportError
-from yolo_export.utils import LOGGER
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "yolov8n-cls"
@@ -145,20 +143,6 @@ def zoo_env(tmp_path, monkeypatch):
             return sorted(str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file() and p.suffix != ".lock")
 
     return Env
-
-
-@pytest.fixture()
-def logs():
-    got: list[str] = []
-
-    class H(logging.Handler):
-        def emit(self, record):
-            got.append(record.getMessage())
-
-    h = H(logging.DEBUG)
-    LOGGER.addHandler(h)
-    yield got
-    LOGGER.removeHandler(h)
 
 
 def _serve(server, ul_bytes, path=f"/v8/{NAME}.pt", mode="ok"):
