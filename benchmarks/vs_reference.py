@@ -69,17 +69,11 @@ def make_jpegs(d: Path, n: int) -> list[str]:
 
 
 def make_digits32(root: Path) -> tuple[Path, int]:
-    import numpy as np
-    from PIL import Image
-    from sklearn.datasets import load_digits
+    """train_digits.py's digits-32 ImageFolder, and its number of training images."""
+    from train_digits import digits32  # beside this script
 
-    d = load_digits()
-    imgs = np.clip(np.rint(d.images * (255 / 16)), 0, 255).astype(np.uint8)
-    for i, (img, label) in enumerate(zip(imgs, d.target)):
-        sub = root / ("val" if i % 5 == 0 else "train") / str(label)
-        sub.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img, "L").resize((32, 32), Image.Resampling.BILINEAR).convert("RGB").save(sub / f"{i:04d}.png")
-    return root, sum(1 for i in range(len(imgs)) if i % 5 != 0)
+    digits32(root)
+    return root, sum(1 for _ in (root / "train").rglob("*.png"))
 
 
 def predict_rounds(ref: RefWorker, onnx: str, images: list[str], rounds: int) -> dict:

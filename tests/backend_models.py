@@ -10,6 +10,7 @@ training), and the classifier is centred and scaled so that different inputs get
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tomllib
@@ -124,6 +125,7 @@ class Row:
     parity: dict | None = None
     args: dict | None = None
     skip: str | None = None
+    log: list | None = None      # what the export logged
 
     def need(self, runtime: bool = False) -> None:
         if self.skip:
@@ -154,6 +156,29 @@ def one_line(e: BaseException) -> str:
     return msg
 
 
+@contextlib.contextmanager
+def log_lines():
+    """The messages yolo_export logs inside the block (INFO and up), as a list of strings."""
+    import logging
+
+    from yolo_export.utils import LOGGER
+
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    handler, old = Collect(logging.DEBUG), LOGGER.level
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(min(old or logging.INFO, logging.INFO))
+    try:
+        yield lines
+    finally:
+        LOGGER.removeHandler(handler)
+        LOGGER.setLevel(old)
+
+
 def export_kwargs(b, prec: str) -> dict:
     """fp32: the model's own inputs; fp16 / INT8: parity and calibration on digits images."""
     if prec == "fp32":
@@ -180,7 +205,8 @@ def make_row(b, prec: str, src: Path, folder: Path, base: Path) -> Row:
         return row
     y = YOLO(row.source)
     try:
-        row.path = Path(y.export(b.name, output=f"{out}/", **kw))
+        with log_lines() as row.log:
+            row.path = Path(y.export(b.name, output=f"{out}/", **kw))
     except (MissingDependency, NotAvailable) as e:
         msg = one_line(e)
         assert not out.exists() or not any(out.iterdir()), f"half-written: {sorted(out.iterdir())}"

@@ -168,19 +168,7 @@ def exported(request, tmp_path_factory):
 @pytest.fixture()
 def logs():
     """The messages yolo_export logs during the test (INFO and up), as a list of strings."""
-    import logging
+    from backend_models import log_lines
 
-    from yolo_export.utils import LOGGER
-
-    lines: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record):
-            lines.append(record.getMessage())
-
-    handler, old = Collect(logging.DEBUG), LOGGER.level
-    LOGGER.addHandler(handler)
-    LOGGER.setLevel(min(old or logging.INFO, logging.INFO))
-    yield lines
-    LOGGER.removeHandler(handler)
-    LOGGER.setLevel(old)
+    with log_lines() as lines:
+        yield lines

@@ -66,7 +66,7 @@ def test_openvino_half_stores_fp16_weights_and_computes_in_f32(exported):
 @pytest.mark.skipif(not has("openvino", "nncf"),
                     reason="needs the 'openvino' extra (openvino, nncf)")
 def test_openvino_int8_nncf_generated_calibration(cond_pt, exported, logs):
-    """INT8 with NNCF on generated calibration images (the contract's INT8 row calibrates on digits). The test model
+    """INT8 with NNCF on generated calibration images, and the contract's INT8 row on digits. The test model
     is untrained (far more sensitive to rounding than a trained one), so the parity gate is not applied here; the
     agreement is measured and printed, and must be far above chance (10 %)."""
     row = exported("openvino", "int8")
@@ -74,6 +74,7 @@ def test_openvino_int8_nncf_generated_calibration(cond_pt, exported, logs):
     y = YOLO(cond_pt)
     path = Path(y.export("openvino", int8=True, calib="synthetic", calib_images=32, verify=False))
     assert any("calibrating on 32 images from generated images" in line for line in logs)
+    assert any("calibrating on 32 images from digits" in line for line in row.log), row.log
     for p in (path, row.path):
         assert (p / "model.bin").stat().st_size < 0.4 * fp32_bytes(cond_pt)
         assert "FakeQuantize" in (p / "model.xml").read_text() and YOLO(p).metadata["args"]["int8"] is True

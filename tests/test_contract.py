@@ -37,11 +37,14 @@ import pytest
 
 from backend_models import Row
 from yolo_export import YOLO, errors, registry
-from yolo_export.engine.benchmark import supported_precisions
+from yolo_export.data.transforms import default_preprocess
 from yolo_export.verify import check_inputs, compare
 
 ERROR_TYPES = {n for n, c in vars(errors).items() if isinstance(c, type) and issubclass(c, errors.YoloExportError)}
 RENAMED = {i: f"renamed {i}" for i in range(10)}
+# CPU runtimes whose runner does not report its thread count yet (being added with the thread policy's work); a
+# format here that starts reporting fails the test until it is taken off the list.
+THREADS_PENDING = {"saved_model", "pb", "tfjs"}
 
 
 def rows(selected: set[str] | None, first_only: bool = False):
@@ -49,7 +52,7 @@ def rows(selected: set[str] | None, first_only: bool = False):
         if selected is not None and (b.extra or "core") not in selected:
             continue
         group = type(b).__module__.rsplit(".", 1)[-1]
-        for prec in supported_precisions(b)[:1 if first_only else None]:
+        for prec in b.precisions[:1 if first_only else None]:
             yield pytest.param(b.name, prec, id=f"{b.name}-{prec}", marks=pytest.mark.xdist_group(group))
 
 
@@ -111,6 +114,9 @@ def test_reload_predicts_a_folder_like_the_source_and_reports_threads(row):
     x = check_inputs(32, 5, seed=7)
     assert ab.run(x).shape == (5, 10)
     if ab.runner.device == "cpu":
+        if b.name in THREADS_PENDING:
+            assert ab.threads is None, f"{b.name} reports its threads now: drop it from THREADS_PENDING"
+            pytest.xfail(f"{b.name}'s runner does not report its threads yet (issue 16's thread work)")
         assert isinstance(ab.threads, int) and ab.threads >= 1, f"{b.name} runner reports threads={ab.threads!r}"
 
 
@@ -120,10 +126,15 @@ def test_metadata_round_trip_and_info(row, tmp_path, cli):
     meta = b.read_metadata(path)
     src = YOLO(row.source)
     assert meta["names"] == src.names and meta["imgsz"] == [32, 32] and meta["task"] == "classify"
-    assert meta["preprocess"]["crop"] == 32 and meta["preprocess"]["layout"] in ("NCHW", "NHWC")
+    pp = src.preprocess or default_preprocess(32)      # the .pt's, in the artefact's layout
+    assert meta["preprocess"] == {**pp, "layout": b.layout}
     assert meta["verification"]["precision"] == row.precision
     assert meta["verification"]["status"] == row.parity["status"]
     assert meta["verification"].get("max_abs_diff") == row.parity.get("max_abs_diff")
+    if not b.is_source:                                # the .pt records no export args
+        flags = {"half": row.precision == "fp16", "int8": row.precision == "int8"}
+        assert {k: bool(meta["args"].get(k)) for k in set(b.args) & set(flags)} == \
+            {k: flags[k] for k in set(b.args) & set(flags)}, meta["args"]
 
     copy = tmp_path / path.name                        # rewrite a copy: the row's artefact is shared
     (shutil.copytree if path.is_dir() else shutil.copy)(path, copy)
@@ -180,7 +191,7 @@ def test_a_bad_artefact_is_one_line(row, how, tmp_path, images):
     cmd = ["predict", "-m", str(bad), "-s", str(next(images.iterdir()))] if row.backend.runtime_available()[0] \
         else ["info", str(bad)]
     proc = subprocess.run([sys.executable, "-m", "yolo_export", *cmd, "--json"], capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path)
+                          errors="replace", timeout=300, cwd=tmp_path)
     assert proc.returncode == 1, f"exit {proc.returncode}: {proc.stdout[-500:]} {proc.stderr[-2000:]}"
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     doc = json.loads(proc.stdout.strip().splitlines()[-1])

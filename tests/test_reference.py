@@ -105,18 +105,24 @@ def _parity(p: np.ndarray, q: np.ndarray) -> tuple[float, int]:
 
 
 # --------------------------------------------------------------------------------------------- its artefacts here
-@pytest.mark.parametrize("key", [*FORMATS, *(f"{f}-fp16" for f in HALF)])
-def test_reference_artefact_loads_here(trained, digits, key):
+def _their_artefact(trained, key: str, module: str):
+    """The reference's export ``key`` loaded here, with its names, input size and task (skips without ``module``)."""
     from yolo_export import YOLO
-    from yolo_export.data.transforms import default_preprocess
 
-    fmt = key.removesuffix("-fp16")
-    if not has(FORMATS[fmt]):
-        pytest.skip(f"{FORMATS[fmt]} is not installed here (its extra)")
+    if not has(module):
+        pytest.skip(f"{module} is not installed here (its extra)")
     assert key in trained["artefacts"], f"the reference did not export {key}: {trained['errors'].get(key)}"
     y = YOLO(trained["artefacts"][key])
     assert y.names == {int(k): v for k, v in trained["names"].items()}
     assert y.imgsz == IMGSZ and y.metadata.get("task") == "classify"
+    return y
+
+
+@pytest.mark.parametrize("key", [*FORMATS, *(f"{f}-fp16" for f in HALF)])
+def test_reference_artefact_loads_here(trained, digits, key):
+    from yolo_export.data.transforms import default_preprocess
+
+    y = _their_artefact(trained, key, FORMATS[key.removesuffix("-fp16")])
     assert y.preprocess == default_preprocess(IMGSZ)
     p = y.backend()(digits[1])
     ref_p = trained["probs"]
@@ -144,14 +150,7 @@ def test_reference_checkpoint_imports_here(trained, digits):
 @pytest.mark.parametrize("fmt", META_ONLY)
 def test_reference_artefact_metadata_here(trained, fmt):
     """Formats that do not run on this OS: the reference's artefact still gives its names, size and task here."""
-    from yolo_export import YOLO
-
-    if not has(META_ONLY[fmt]):
-        pytest.skip(f"{META_ONLY[fmt]} is not installed here (its extra)")
-    assert fmt in trained["artefacts"], f"the reference did not export {fmt}: {trained['errors'].get(fmt)}"
-    y = YOLO(trained["artefacts"][fmt])
-    assert y.names == {int(k): v for k, v in trained["names"].items()}
-    assert y.imgsz == IMGSZ and y.metadata.get("task") == "classify"
+    _their_artefact(trained, fmt, META_ONLY[fmt])
 
 
 def test_reference_carriers_of_formats_it_cannot_export_here(trained, tmp_path):

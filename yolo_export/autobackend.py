@@ -15,7 +15,7 @@ import numpy as np
 
 from yolo_export import registry
 from yolo_export.data.transforms import default_preprocess
-from yolo_export.errors import YoloExportError
+from yolo_export.errors import MetadataError, YoloExportError, reading
 
 
 class LoadedModel:
@@ -43,8 +43,9 @@ class LoadedModel:
             self.path = Path(model)
             self.backend = backend or registry.for_path(self.path)
             self.backend.require_runtime()
-            self.metadata = with_overrides(self.backend.read_metadata(self.path) or {}, overrides, model)
-            self.runner = _load(self.backend, self.path, device, self.metadata, threads)
+            self.metadata = with_overrides(read_metadata(self.backend, self.path), overrides, model)
+            with reading(self.path, f"a {self.backend.title or self.backend.name} model"):
+                self.runner = _load(self.backend, self.path, device, self.metadata, threads)
         self._overrides = overrides
         self._nc_checked = self.path is None
         self.format = self.backend.name
@@ -112,6 +113,12 @@ class LoadedModel:
 
 
 AutoBackend = LoadedModel   # the earlier name, kept for users' code
+
+
+def read_metadata(backend, path) -> dict:
+    """An artefact's metadata through its backend; damaged bytes are one MetadataError line."""
+    with reading(path, f"a {backend.title or backend.name} model's metadata", MetadataError):
+        return backend.read_metadata(Path(path)) or {}
 
 
 def _load(backend, path, device, metadata, threads):

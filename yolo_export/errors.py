@@ -101,3 +101,28 @@ def user_error(e: BaseException) -> YoloExportError:
         return InternalError("out of memory")
     text = str(e).strip().splitlines()[0] if str(e).strip() else "unexpected failure"
     return InternalError(f"{text} (unexpected; run again with --verbose for the details)")
+
+
+# What a backend library raises on bytes it cannot parse; a defect of this tool shows as one of the excluded kinds.
+_DEFECTS = (AttributeError, NameError, ImportError, NotImplementedError, AssertionError)
+
+
+class reading:  # noqa: N801 - used as ``with reading(path, ...)``
+    """Around a backend library reading an artefact: what it raises on damaged or foreign bytes (its own exception
+    classes, ``RuntimeError``, ``ValueError``, ``UnicodeDecodeError``...) becomes one line of ``cls`` naming the
+    file. This project's errors, ``OSError`` (a ``FileError`` through ``user_error``), ``MemoryError``,
+    ``RecursionError`` and the kinds a defect raises pass as they are (the original stays as ``__cause__``)."""
+
+    def __init__(self, path, what: str, cls: type = None):
+        self.path, self.what, self.cls = path, what, cls or FileError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, e, tb):
+        if e is None or not isinstance(e, Exception) or isinstance(
+                e, (YoloExportError, OSError, MemoryError, RecursionError, *_DEFECTS)):
+            return False
+        first = (str(e).strip().splitlines() or ["no message"])[0][:200]
+        raise self.cls(f"cannot read {self.path} as {self.what}: {first} (the file is damaged, or not that kind "
+                       "of model)") from e

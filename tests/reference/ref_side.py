@@ -178,33 +178,30 @@ def serve(a) -> dict:
     return {}
 
 
+# Each command's arguments: (name, type, default); REQUIRED for a required option, MANY for a positional list.
+REQUIRED, MANY = object(), object()
+COMMANDS = {
+    "train_export": [("--data", str, REQUIRED), ("--inputs", str, REQUIRED), ("--epochs", int, 1), ("--imgsz", int, 32),
+                     ("--formats", str, "torchscript,onnx,openvino"), ("--half", str, ""), ("--big-imgsz", int, 0)],
+    "predict": [("--inputs", str, REQUIRED), ("--imgsz", int, 32), ("models", str, MANY)],
+    "yaml_logits": [("--cfg", str, REQUIRED), ("--nc", int, 10), ("--imgsz", int, 64), ("--seed", int, 0)],
+    "jpegs": [("--model", str, REQUIRED), ("--imgsz", int, 224), ("images", str, MANY)],
+    "serve": [],
+}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train_export")
-    t.add_argument("--data", required=True)
-    t.add_argument("--inputs", required=True)
-    t.add_argument("--epochs", type=int, default=1)
-    t.add_argument("--imgsz", type=int, default=32)
-    t.add_argument("--formats", default="torchscript,onnx,openvino")
-    t.add_argument("--half", default="")
-    t.add_argument("--big-imgsz", type=int, default=0)
-    p = sub.add_parser("predict")
-    p.add_argument("--inputs", required=True)
-    p.add_argument("--imgsz", type=int, default=32)
-    p.add_argument("models", nargs="+")
-    y = sub.add_parser("yaml_logits")
-    y.add_argument("--cfg", required=True)
-    y.add_argument("--nc", type=int, default=10)
-    y.add_argument("--imgsz", type=int, default=64)
-    y.add_argument("--seed", type=int, default=0)
-    j = sub.add_parser("jpegs")
-    j.add_argument("--model", required=True)
-    j.add_argument("--imgsz", type=int, default=224)
-    j.add_argument("images", nargs="+")
-    sv = sub.add_parser("serve")
-    for s in (t, p, y, j, sv):
-        s.add_argument("--out", required=True)
+    for cmd, spec in COMMANDS.items():
+        s = sub.add_parser(cmd)
+        for name, typ, default in [*spec, ("--out", str, REQUIRED)]:
+            if default is MANY:
+                s.add_argument(name, nargs="+")
+            elif default is REQUIRED:
+                s.add_argument(name, type=typ, required=True)
+            else:
+                s.add_argument(name, type=typ, default=default)
     a = ap.parse_args()
     Path(a.out).mkdir(parents=True, exist_ok=True)
     try:

@@ -131,9 +131,9 @@ class YOLO:
         if self.model is not None:
             return self.loaded_model().metadata
         if getattr(self, "_metadata", None) is None:
-            from yolo_export.autobackend import with_overrides
+            from yolo_export.autobackend import read_metadata, with_overrides
 
-            raw = self._format_backend.read_metadata(self._artefact_path) or {}
+            raw = read_metadata(self._format_backend, self._artefact_path)
             self._metadata = with_overrides(raw, self._overrides, self._artefact_path)
         return self._metadata
 
