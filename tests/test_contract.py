@@ -42,9 +42,6 @@ from yolo_export.verify import check_inputs, compare
 
 ERROR_TYPES = {n for n, c in vars(errors).items() if isinstance(c, type) and issubclass(c, errors.YoloExportError)}
 RENAMED = {i: f"renamed {i}" for i in range(10)}
-# CPU runtimes whose runner does not report its thread count yet (being added with the thread policy's work); a
-# format here that starts reporting fails the test until it is taken off the list.
-THREADS_PENDING = {"saved_model", "pb", "tfjs"}
 
 
 def rows(selected: set[str] | None, first_only: bool = False):
@@ -114,9 +111,6 @@ def test_reload_predicts_a_folder_like_the_source_and_reports_threads(row):
     x = check_inputs(32, 5, seed=7)
     assert ab.run(x).shape == (5, 10)
     if ab.runner.device == "cpu":
-        if b.name in THREADS_PENDING:
-            assert ab.threads is None, f"{b.name} reports its threads now: drop it from THREADS_PENDING"
-            pytest.xfail(f"{b.name}'s runner does not report its threads yet (issue 16's thread work)")
         assert isinstance(ab.threads, int) and ab.threads >= 1, f"{b.name} runner reports threads={ab.threads!r}"
 
 

@@ -17,9 +17,7 @@ import pytest
 import torch
 
 from conftest import needs
-from test_data import logs as _logs
 
-logs = _logs  # the log-capturing fixture, shared
 
 QUICK = {"data": "digits", "imgsz": 32, "fraction": 0.12, "batch": 16, "workers": 0, "threads": 1,
          "progress": False}
