@@ -126,3 +126,17 @@ def test_a_crash_exit_or_hang_fails_its_row_only(digits_pt, tmp_path, misbehavin
     assert rows["toy_exit"]["status"] == "export_failed" and rows["toy_exit"]["reason"] == "called exit(2)"
     hang = benchmark(str(digits_pt), formats=["toy_hang"], name="h", timeout=5, **kw)["rows"][-1]
     assert hang["status"] == "export_failed" and hang["reason"] == "timed out after 5 s"
+
+
+def test_rows_only_at_precisions_a_format_declares():
+    from yolo_export import registry
+    from yolo_export.engine.benchmark import plan_rows
+
+    formats = [b for b in registry.all_backends() if not b.is_source]
+    _, plan = plan_rows(None, "default")  # the demo's table: one row per format, at its own default
+    assert [(b.name, p) for b, p in plan] == [(b.name, b.precisions[0]) for b in formats]
+    _, plan = plan_rows(None, ["fp32", "int8"])
+    assert {(b.name, p) for b, p in plan} == {(b.name, p) for b in formats for p in ("fp32", "int8")
+                                              if p in b.precisions}
+    _, plan = plan_rows(None, None)
+    assert len(plan) == sum(len(b.precisions) for b in formats)

@@ -182,8 +182,9 @@ def benchmark(model, data="digits", imgsz: int | None = None, formats=None, prec
               progress: bool = True, keep: bool = True, threads: int | None = None, isolate: bool = True,
               timeout: float | None = 600) -> dict:
     """Run the matrix. ``formats``/``precisions``: lists (None = every registered format / every precision
-    each supports). ``isolate``: run each row in a child process that ``timeout`` seconds bound (a runtime that
-    crashes or hangs fails its row only). Returns ``{"rows": [...], "machine": ..., "versions": ..., "files": ...}``."""
+    each supports; ``precisions="default"``: each format at its own default). ``isolate``: run each row in a child
+    process that ``timeout`` seconds bound (a runtime that crashes or hangs fails its row only).
+    Returns ``{"rows": [...], "machine": ..., "versions": ..., "files": ...}``."""
     from tqdm import tqdm
 
     from yolo_export._version import __version__
@@ -211,12 +212,17 @@ def benchmark(model, data="digits", imgsz: int | None = None, formats=None, prec
 
 
 def plan_rows(formats=None, precisions=None) -> tuple[list, list]:
-    """The backends chosen and the (backend, precision) rows to measure."""
+    """The backends chosen and the (backend, precision) rows to measure: each format at the ``precisions`` asked
+    for that it declares (all it declares when None; its own default, the first it declares, for "default")."""
     if formats:
         chosen = [registry.get(f) for f in formats]
     else:
         chosen = [b for b in registry.all_backends() if not b.is_source]  # the source is the reference row
-    plan = [(b, p) for b in chosen for p in (precisions or supported_precisions(b)) if p in PRECISIONS]
+    plan = []
+    for b in chosen:
+        own = supported_precisions(b)
+        wanted = own[:1] if precisions == "default" else [p for p in (precisions or own) if p in own]
+        plan += [(b, p) for p in wanted if p in PRECISIONS]
     return chosen, plan
 
 

@@ -45,11 +45,12 @@ def run_demo(project: str = "runs/demo", epochs: int = RECIPE["epochs"], imgsz: 
 
 
 def format_rows(best: Path, formats, project, device, timeout, progress) -> list[dict]:
-    """The benchmark matrix at fp32 on the val split, one demo row per format (the source first)."""
+    """The benchmark matrix on the val split, one demo row per format at its default precision (fp32 but for a
+    format that only makes INT8), the source first."""
     from yolo_export.engine.benchmark import benchmark
 
     LOGGER.info("benchmark matrix: export every format, run it on the val split, compare with the .pt ...")
-    res = benchmark(best, data=RECIPE["data"], formats=formats, precisions=["fp32"], device=device or "cpu",
+    res = benchmark(best, data=RECIPE["data"], formats=formats, precisions="default", device=device or "cpu",
                     project=project, name="benchmark", progress=progress, timeout=timeout)
     rows = []
     for r in res["rows"]:
