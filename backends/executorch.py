@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yolo_export.errors import ArgumentError, YoloExportError
+from yolo_export.errors import ArgumentError, FileError, YoloExportError
 from yolo_export.registry import Backend, Runner, register
 
 MAGIC = b"YXMETA01"
@@ -49,6 +49,7 @@ class ExecuTorchRunner(Runner):
         from yolo_export.threads import executorch_threads
 
         self.torch = torch
+        check_program(path)
         program = Runtime.get().load_program(Path(path))
         self.method = program.load_method("forward")
         meta = self.method.metadata
@@ -60,6 +61,13 @@ class ExecuTorchRunner(Runner):
     def __call__(self, x: np.ndarray) -> np.ndarray:
         out = self.method.execute([self.torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))])
         return out[0].detach().cpu().numpy()
+
+
+def check_program(path) -> None:
+    """The FlatBuffer file identifier ('ET..' at bytes 4-8): the runtime aborts the process on some other bytes."""
+    with open(path, "rb") as f:
+        if f.read(8)[4:6] != b"ET":
+            raise FileError(f"{path} is not an ExecuTorch program (no 'ET' file identifier)")
 
 
 def _input_sizes(method_meta) -> list[int] | None:
@@ -120,6 +128,7 @@ class ExecuTorchBackend(Backend, name="executorch", aliases=("pte",), title="Exe
         from yolo_export.metadata import decode
 
         path = Path(path)
+        check_program(path)
         size = path.stat().st_size
         with open(path, "rb") as f:
             tail_len = len(MAGIC) + _TAIL.size

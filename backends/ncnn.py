@@ -11,7 +11,7 @@ import subprocess
 
 import numpy as np
 
-from yolo_export.errors import ArgumentError, YoloExportError
+from yolo_export.errors import ArgumentError, FileError, YoloExportError
 from yolo_export.registry import HALF, Backend, Runner, model_files, register
 
 PARAM, BIN = "model.ncnn.param", "model.ncnn.bin"
@@ -41,7 +41,7 @@ class NcnnRunner(Runner):
         self.threads = opt.num_threads
         param, weights = _files(path)
         if self.net.load_param(str(param)) != 0 or self.net.load_model(str(weights)) != 0:
-            raise YoloExportError(f"ncnn could not load {param.name} / {weights.name} in {path}")
+            raise FileError(f"ncnn could not load {param.name} / {weights.name} in {path}")
         self.input_name = self.net.input_names()[0]
         self.output_name = self.net.output_names()[0]
         self.device = "cpu"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yolo_export.errors import ArgumentError, YoloExportError
+from yolo_export.errors import ArgumentError, FileError, YoloExportError
 from yolo_export.registry import CALIB_IMAGES, DYNAMIC, HALF, INT8, Backend, Option, Runner, register
 
 DEFAULT_OPSET = 17
@@ -125,8 +125,9 @@ class OnnxBackend(Backend, name="onnx", aliases=("onnxruntime", "ort"), title="O
         try:
             model = onnx.load(str(path), load_external_data=False)
         except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends: a corrupt or truncated file
-            raise YoloExportError(f"{path} is not a readable ONNX model (truncated or corrupt: {str(e)[:80]})") \
-                from None
+            raise FileError(f"{path} is not a readable ONNX model (truncated or corrupt: {str(e)[:80]})") from None
+        if not model.graph.node:  # protobuf reads many byte strings (an empty file too) as an empty model
+            raise FileError(f"{path} is not an ONNX model (no graph; truncated, or another kind of file)")
         check_external_data(model, path)
         return decode({p.key: p.value for p in model.metadata_props}, path)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yolo_export.errors import ArgumentError, YoloExportError
+from yolo_export.errors import ArgumentError, FileError
 from yolo_export.registry import CALIB_IMAGES, DYNAMIC, HALF, INT8, Backend, Runner, register
 from yolo_export.utils import LOGGER
 
@@ -33,7 +33,7 @@ def _xml(path: Path) -> Path:
         return path / XML
     found = sorted(path.glob("*.xml"))
     if not found:
-        raise YoloExportError(f"no OpenVINO .xml model in {path}")
+        raise FileError(f"no OpenVINO .xml model in {path}")
     return found[0]
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yolo_export.errors import NotAvailable, YoloExportError
+from yolo_export.errors import FileError, MetadataError, NotAvailable, YoloExportError
 from yolo_export.metadata import encode
 from yolo_export.registry import CALIB_IMAGES, HALF, INT8, Backend, Runner, register
 
@@ -342,6 +342,9 @@ def tflite_read(path: Path) -> dict:
     from yolo_export.limits import loads_json, zip_member
     from yolo_export.metadata import decode
 
+    with open(path, "rb") as f:   # a FlatBuffer with the TFLite file identifier at bytes 4-8
+        if f.read(8)[4:8] != b"TFL3":
+            raise FileError(f"{path} is not a TFLite model (no 'TFL3' file identifier)")
     field = f"{TFLITE_META} in the appended archive"
     blob = zip_member(path, lambda name: name == TFLITE_META, field)
     if blob is None:
@@ -349,7 +352,7 @@ def tflite_read(path: Path) -> dict:
     try:
         data = loads_json(blob, field, path)
     except ValueError as e:
-        raise YoloExportError(f"{path}: unreadable {field} ({str(e)[:80]})") from None
+        raise MetadataError(f"{path}: unreadable {field} ({str(e)[:80]})") from None
     return decode(data, path) if isinstance(data, dict) else {}
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yolo_export.errors import ArgumentError, MissingDependency, NotAvailable, YoloExportError
+from yolo_export.errors import ArgumentError, FileError, MissingDependency, NotAvailable, YoloExportError
 from yolo_export.metadata import to_json
 from yolo_export.registry import CALIB_IMAGES, DYNAMIC, HALF, INT8, Backend, Option, Runner, register
 
@@ -65,7 +65,7 @@ def read_header(path: str | Path) -> tuple[dict, int]:
     with open(path, "rb") as f:
         head = f.read(HEADER_LEN.size)
         if len(head) < HEADER_LEN.size:
-            raise YoloExportError(f"{path} is not a TensorRT engine (only {size} bytes)")
+            raise FileError(f"{path} is not a TensorRT engine (only {size} bytes)")
         (n,) = HEADER_LEN.unpack(head)
         if n == 0 or n > MAX_HEADER or n > size - HEADER_LEN.size:
             return {}, 0

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yolo_export.errors import NotAvailable, YoloExportError
+from yolo_export.errors import FileError, NotAvailable, YoloExportError
 from yolo_export.registry import HALF, INT8, Backend, Runner, register
 
 RUNNER_JS = Path(__file__).with_name("tfjs_runner.js")
@@ -102,7 +102,7 @@ def demo_vendor_files(prefix: Path | None = None) -> tuple[dict[str, Path], str]
 def write_browser_demo(model_dir: Path, shown: str | None = None) -> bool:
     """Write ``index.html``, ``demo.js`` and ``vendor/*`` (copied from the npm packages; nothing is fetched) into a
     web model folder. Logs one line and returns False where the npm packages are missing; never raises for that.
-    ``shown``: how the log names the folder (the export writes into a staging dir; it shows the folder's name)."""
+    ``shown``: how the log names the folder (the export writes into a staging dir; it shows the final path)."""
     from yolo_export.utils import LOGGER
 
     model_dir = Path(model_dir)
@@ -213,7 +213,7 @@ class TfjsBackend(Backend, name="tfjs", aliases=("web", "tensorflowjs"), title="
         run_worker("tfjs", "TF.js conversion", saved_model=Path(sm), out=out, quant=ctx.precision)
         self.write_metadata(out, ctx.metadata)
         if os.environ.get("YOLO_EXPORT_TFJS_DEMO", "1") != "0":
-            write_browser_demo(out, shown=Path(ctx.args.get("output") or out).name)
+            write_browser_demo(out, shown=str(ctx.destination or out))
         return out
 
     def load(self, path, device, metadata, threads=None):
@@ -251,9 +251,9 @@ def _model_json(mj: Path) -> dict:
     try:
         d = loads_json(mj.read_bytes(), "model.json", mj, budget=MODEL_JSON_BYTES)
     except ValueError as e:
-        raise YoloExportError(f"{mj}: not valid JSON ({str(e)[:80]})") from None
+        raise FileError(f"{mj}: not valid JSON ({str(e)[:80]})") from None
     if not isinstance(d, dict):
-        raise YoloExportError(f"{mj}: not a TF.js model (the top level is not an object)")
+        raise FileError(f"{mj}: not a TF.js model (the top level is not an object)")
     return d
 
 
@@ -263,14 +263,14 @@ def check_manifest(model_dir: Path) -> None:
 
     mj = model_dir / "model.json"
     if not mj.is_file():
-        raise YoloExportError(f"{model_dir}: no model.json in this TF.js folder")
+        raise FileError(f"{model_dir}: no model.json in this TF.js folder")
     groups = _model_json(mj).get("weightsManifest") or []
     if not isinstance(groups, list):
-        raise YoloExportError(f"{mj}: weightsManifest must be a list")
+        raise FileError(f"{mj}: weightsManifest must be a list")
     for i, group in enumerate(groups):
         paths = group.get("paths") if isinstance(group, dict) else None
         if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
-            raise YoloExportError(f"{mj}: weightsManifest[{i}].paths must be a list of file names")
+            raise FileError(f"{mj}: weightsManifest[{i}].paths must be a list of file names")
         for p in paths:
             contained(model_dir, p, f"weightsManifest[{i}].paths entry", mj)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yolo_export.errors import ArgumentError
+from yolo_export.errors import ArgumentError, FileError, MetadataError
 from yolo_export.metadata import to_json
 from yolo_export.registry import DYNAMIC, HALF, Backend, Option, Runner, register
 
@@ -79,7 +79,6 @@ class TorchScriptBackend(Backend, name="torchscript", aliases=("ts", "jit"), tit
 
     def read_metadata(self, path):
         """``extra/config.txt`` read straight from the zip archive: nothing in the file is loaded or run."""
-        from yolo_export.errors import YoloExportError
         from yolo_export.limits import is_zip, loads_json, zip_member
         from yolo_export.metadata import decode
 
@@ -87,12 +86,12 @@ class TorchScriptBackend(Backend, name="torchscript", aliases=("ts", "jit"), tit
         raw = zip_member(path, lambda name: name.split("/", 1)[-1] == f"extra/{EXTRA}", field)
         if raw is None:
             if not is_zip(path):
-                raise YoloExportError(f"{path} is not a TorchScript archive (not a zip file)")
+                raise FileError(f"{path} is not a TorchScript archive (not a zip file)")
             return {}
         try:
             data = loads_json(raw, field, path) if raw.strip() else {}
         except ValueError as e:
-            raise YoloExportError(f"{path}: unreadable {field} ({str(e)[:80]})") from None
+            raise MetadataError(f"{path}: unreadable {field} ({str(e)[:80]})") from None
         return decode(data, path) if isinstance(data, dict) else {}
 
 

@@ -8,7 +8,7 @@ import zipfile
 import pytest
 
 from yolo_export import limits, metadata
-from yolo_export.errors import LimitError, YoloExportError
+from yolo_export.errors import LimitError, MetadataError, YoloExportError
 
 
 def test_violation_is_one_line_naming_field_limit_and_override(monkeypatch):
@@ -38,7 +38,7 @@ def test_yaml_budgets():
         f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdef", "bcdefg"))
     with pytest.raises(LimitError, match="YOLO_EXPORT_MAX_NODES"):
         limits.load_yaml(laughs)
-    with pytest.raises(LimitError, match="recursive alias"):
+    with pytest.raises(MetadataError, match="recursive alias"):
         limits.load_yaml("a: &a [*a]\n")
     with pytest.raises(LimitError, match="YOLO_EXPORT_MAX_NESTING"):
         limits.load_yaml("a:\n" + "".join("  " * i + "- \n" for i in range(1, 40)) + "  " * 40 + "- x\n")

@@ -140,4 +140,4 @@ def test_export_context_gives_backends_what_they_use_not_the_facade(tiny_yolo, t
                                  metadata=meta, workdir=tmp_path, stem="m", device=torch.device("cpu"))
     assert ctx.names == tiny_yolo.names and ctx.preprocess == pp and ctx.data == "digits" and ctx.imgsz == 32
     fields = {f.name for f in dataclasses.fields(registry.ExportContext)}
-    assert fields == {"model", "sample", "args", "metadata", "workdir", "stem", "device", "_cache"}
+    assert fields == {"model", "sample", "args", "metadata", "workdir", "stem", "device", "destination", "_cache"}

@@ -218,3 +218,126 @@ def test_names_that_do_not_fit_the_model_exit_2(cli, pt_copy, images, names, wor
     art = json.loads(out)["path"]
     code, out, err = cli("predict", "--model", art, "--source", images, "--names", names)
     assert code == 2 and words in one_line(err)
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["predcit", "--model", "m.pt", "--source", "imgs"], "no command 'predcit'; did you mean 'yexport predict'?"),
+    (["vla", "--model", "m.pt"], "did you mean 'yexport val'?"),
+    (["fromats"], "did you mean 'yexport formats'?"),
+    (["classify", "--model", "m.pt"], "no command 'classify' (commands: benchmark,"),
+])
+def test_a_mistyped_command_is_named_with_the_nearest(cli, tmp_path, monkeypatch, argv, words):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(*argv, "--json")
+    assert code == 2 and words in one_line(err), err
+    assert json.loads(out)["type"] == "ArgumentError"
+
+
+def test_a_file_named_like_a_command_is_still_a_model(cli, pt_copy, monkeypatch):
+    """The typo rule never takes an existing file (or a name with a suffix or a folder) for a command."""
+    monkeypatch.chdir(pt_copy.parent)
+    pt_copy.rename(pt_copy.parent / "vla")
+    code, out, err = cli("vla", "-f", "torchscript")
+    assert "cannot tell the format of vla" in one_line(err)   # taken as the model, not as a mistyped 'val'
+    code, out, err = cli("predcit.pt", "-f", "torchscript")
+    assert code == 1 and "checkpoint not found: predcit.pt" in one_line(err)
+
+
+@pytest.mark.parametrize("name,content", [
+    ("empty.onnx", b""), ("empty.torchscript", b""), ("empty.tflite", b""), ("empty.pte", b""),
+    pytest.param("junk.onnx", os.urandom(300), marks=needs("onnx", extra="onnx")),
+    pytest.param("nograph.onnx", b"\x08\x07", marks=needs("onnx", extra="onnx")),
+    ("junk.torchscript", os.urandom(300)),
+    pytest.param("junk.pte", b"\x00" * 4 + b"XX12" + os.urandom(300), marks=needs("executorch", extra="executorch")),
+    pytest.param("junk.tflite", os.urandom(300), marks=needs("tensorflow", extra="tensorflow")),
+])
+def test_an_empty_or_garbage_artefact_is_a_file_error(cli, tmp_path, images, name, content):
+    """Not 'supply --names/--imgsz' then a runtime's own error: one line saying the file is not a valid model."""
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    for extra in ([], ["--names", "a,b", "--imgsz", "32"]):
+        code, out, err = cli("predict", "--model", bad, "--source", images, "--json", *extra)
+        line = one_line(err)
+        assert code == 1 and json.loads(out)["type"] == "FileError", (extra, err)
+        assert "empty (0 bytes)" in line if not content else "not a" in line, line
+        assert "--names" not in line
+
+
+@pytest.mark.parametrize("what", ["model", "checkpoint", "image", "dataset", "yaml"])
+def test_not_found_is_a_file_error(cli, pt_copy, images, tmp_path, what):
+    argv = {"model": ["predict", "--model", tmp_path / "nope.onnx", "--source", images],
+            "checkpoint": ["predict", "--model", tmp_path / "nope.pt", "--source", images],
+            "image": ["predict", "--model", pt_copy, "--source", tmp_path / "nope.jpg"],
+            "dataset": ["val", "--model", pt_copy, "--data", tmp_path / "nope"],
+            "yaml": ["info", tmp_path / "nope.yaml"]}[what]
+    code, out, err = cli(*argv, "--json")
+    assert code == 1 and "not found" in one_line(err) and json.loads(out)["type"] == "FileError", err
+
+
+def test_not_found_is_still_caught_as_its_kind():
+    from yolo_export.data.sources import iter_items
+    from yolo_export.nn.checkpoint import load_checkpoint
+
+    with pytest.raises(errors.CheckpointError, match="not found") as e:
+        load_checkpoint("nope.pt")
+    assert type(errors.user_error(e.value)) is errors.FileError
+    with pytest.raises(errors.ImageError, match="not found"):
+        list(iter_items("nope.jpg"))
+
+
+@needs("onnx", "onnxruntime", extra="onnx")
+def test_a_size_the_export_cannot_take_is_an_argument_error(cli, pt_copy, images):
+    code, out, err = cli(pt_copy, "-f", "onnx", "--no-verify", "--json")
+    art = json.loads(out)["path"]
+    code, out, err = cli("predict", "--model", art, "--source", images, "--imgsz", "64", "--json")
+    assert code == 2 and "exported at imgsz 32" in one_line(err) and json.loads(out)["type"] == "ArgumentError"
+
+
+def test_an_artefact_source_is_refused_before_a_missing_extra(cli, tmp_path, pt_copy, monkeypatch):
+    """Installing the target's extra would not help: say first that export needs the .pt."""
+    from yolo_export import registry
+
+    code, out, err = cli(pt_copy, "-f", "torchscript", "--no-verify", "--json")
+    art = json.loads(out)["path"]
+    target = next(b for b in registry.all_backends() if b.extra)
+    monkeypatch.setattr(type(target), "require_export", lambda self: (_ for _ in ()).throw(
+        errors.MissingDependency(self.name, self.extra)))
+    code, out, err = cli(art, "-f", target.name, "--json")
+    assert code == 2 and "is a torchscript artefact already" in one_line(err), err
+
+
+def test_val_names_the_split_it_scored(cli, pt_copy, tmp_path, caplog):
+    """No test/ split: val falls back to val/ as the reference package does, with a warning, and says so."""
+    from test_data import make_folder
+
+    make_folder(tmp_path / "ds", n_train=1, n_val=1, size=(20, 20), classes=[f"c{i}" for i in range(10)])
+    code, out, err = cli("val", "--model", pt_copy, "--data", tmp_path / "ds", "--split", "test", "--json")
+    assert code == 0, err
+    assert json.loads(out)["split"] == "val" and "no 'test' split; using 'val'" in caplog.text
+
+
+def test_globs_and_folders_skip_hidden_files_as_the_shell_does(tmp_path, monkeypatch):
+    import glob
+
+    from yolo_export.data.sources import iter_items, safe_glob
+
+    for rel in ("a.jpg", ".b.jpg", "sub/c.jpg", ".hid/d.jpg", "sub/._e.jpg"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    for pat in ("*.jpg", "**/*.jpg", ".*.jpg", ".hid/*.jpg", "*/*.jpg", "./*.jpg", "*/.*.jpg", ".*/*.jpg"):
+        assert safe_glob(pat) == sorted(glob.glob(pat, recursive=True)), pat
+    assert [i.path for i in iter_items(".")] == ["a.jpg", "sub/c.jpg"]
+
+
+def test_the_export_context_names_the_final_destination(pt_copy, tmp_path, monkeypatch):
+    """What a backend tells the user about its artefact (the TF.js demo's folder) names where it ends up, also when
+    --output is a folder that receives it."""
+    from yolo_export import YOLO, registry
+
+    backend = registry.get("torchscript")
+    seen, real = [], type(backend).export
+    monkeypatch.setattr(type(backend), "export", lambda self, ctx: (seen.append(ctx.destination), real(self, ctx))[1])
+    (tmp_path / "exports").mkdir()
+    path = YOLO(pt_copy).export("torchscript", output=str(tmp_path / "exports"), verify=False)
+    assert seen == [Path(path)] and Path(path).parent == tmp_path / "exports"

@@ -497,7 +497,7 @@ def test_cli_errors_are_one_line(cli, server, zoo_env):
     code, out, err = cli("zoo", "get", NAME)
     assert code == 1 and err.strip().count("\n") == 0 and err.startswith("error: cannot download") and "404" in err
     code, out, err = cli("zoo", "get", "yolov8q-cls", "--json")
-    assert code == 1 and "did you mean" in json.loads(out)["error"]
+    assert code == 2 and "did you mean" in json.loads(out)["error"] and json.loads(out)["type"] == "ArgumentError"
 
 
 @pytest.mark.skipif(not has("onnx", "onnxruntime"), reason="needs the 'onnx' extra")

@@ -15,7 +15,7 @@ import numpy as np
 
 from yolo_export import registry
 from yolo_export.data.transforms import default_preprocess
-from yolo_export.errors import MetadataError, YoloExportError, reading
+from yolo_export.errors import ArgumentError, MetadataError, reading
 
 
 class LoadedModel:
@@ -69,10 +69,10 @@ class LoadedModel:
     def run(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.ndim != 4:
-            raise YoloExportError(f"expected a 4-D NCHW batch, got shape {x.shape}")
+            raise ArgumentError(f"expected a 4-D NCHW batch, got shape {x.shape}")
         if not self.dynamic_imgsz and x.shape[-1] != self.imgsz:
-            raise YoloExportError(f"this {self.format} model takes {self.imgsz}x{self.imgsz} inputs, got "
-                                  f"{x.shape[-2]}x{x.shape[-1]} (export again with --imgsz {x.shape[-1]})")
+            raise ArgumentError(f"this {self.format} model takes {self.imgsz}x{self.imgsz} inputs, got "
+                                f"{x.shape[-2]}x{x.shape[-1]} (export again with --imgsz {x.shape[-1]})")
         if self.layout == "NHWC":
             x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
         out = self._run(x)

@@ -22,8 +22,23 @@ class DefaultGroup(click.Group):
 
     def parse_args(self, ctx, args):
         if args and args[0] not in self.commands and not args[0].startswith("-"):
+            self._not_a_typo(ctx, args[0], args[1:])
             args = ["export", *args]
         return super().parse_args(ctx, args)
+
+    def _not_a_typo(self, ctx, word: str, rest: list) -> None:
+        """A first word that is no file, has no suffix or folder, and is near a command name (``predcit``) or comes
+        with another command's flags (``--model``, ``--source``) is a mistyped command, not a model for export."""
+        import difflib
+        import os
+
+        if any(c in word for c in "./\\" + os.sep) or os.path.exists(word):
+            return
+        near = difflib.get_close_matches(word, list(self.commands), n=1, cutoff=0.6)
+        if near:
+            raise click.UsageError(f"no command '{word}'; did you mean 'yexport {near[0]}'?", ctx)
+        if any(a in ("--model", "-m", "--source") or a.startswith(("--model=", "--source=")) for a in rest):
+            raise click.UsageError(f"no command '{word}' (commands: {', '.join(sorted(self.commands))})", ctx)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         """Click's usage errors as one line too (``error: ...``, exit 2), and as a JSON error document with --json."""

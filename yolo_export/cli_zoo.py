@@ -104,11 +104,11 @@ def path_cmd(name, as_json, verbose):
 
     def go():
         from yolo_export import zoo
-        from yolo_export.errors import YoloExportError
+        from yolo_export.errors import FileError
 
         rec = zoo.cached(name)
         if rec is None:
-            raise YoloExportError(f"{zoo.entry(name).name} is not cached; fetch it with: yexport zoo get {name}")
+            raise FileError(f"{zoo.entry(name).name} is not cached; fetch it with: yexport zoo get {name}")
         return rec
 
     rec = run_command(go, verbose, as_json)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from yolo_export.errors import NotAvailable, YoloExportError
+from yolo_export.errors import ArgumentError, NotAvailable
 
 
 def parse_device(device) -> str:
@@ -17,7 +17,7 @@ def parse_device(device) -> str:
     d = d.removeprefix("cuda:")
     if d.split(",")[0].isdigit():
         return f"cuda:{d.split(',')[0]}"
-    raise YoloExportError(f"unknown device '{device}' (use cpu, 0, cuda:0)")
+    raise ArgumentError(f"unknown device '{device}' (use cpu, 0, cuda:0)")
 
 
 def select_device(device=None):

@@ -313,7 +313,7 @@ def ray_val(model, data, split: str = "val", address: str | None = None, imgsz: 
     counts = evaluate(lambda x: x, loader, len(names), progress=progress, desc=f"val {y.format} (ray)",
                       keep_preds=predictions)
     m = summarise(counts, names)
-    m.update(format=y.format, model=str(y.ckpt_path or y.model_name), data=str(data), split=split,
+    m.update(format=y.format, model=str(y.ckpt_path or y.model_name), data=str(data), split=ds.split,
              imgsz=int(imgsz or y.imgsz), time_s=round(time.perf_counter() - t0, 3), ray=True,
              threads=min(loader.threads) if loader.threads else None)
     if predictions:
@@ -321,7 +321,8 @@ def ray_val(model, data, split: str = "val", address: str | None = None, imgsz: 
         m["files"] = [samples[i][0] for i, _ in order]
         m["predictions"] = [p[0] for _, p in order]
         m.per_image = {"samples": samples, "topk": dict(order), "bad": counts["bad"]}
-    LOGGER.info(f"{m['format']} on {data}/{split} (ray): top1 {m['top1']:.4f}  top5 {m['top5']:.4f}  ({m['n']} images)")
+    LOGGER.info(f"{m['format']} on {data}/{ds.split} (ray): top1 {m['top1']:.4f}  top5 {m['top5']:.4f}  "
+                f"({m['n']} images)")
     return m
 
 

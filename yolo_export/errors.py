@@ -61,6 +61,20 @@ class FileError(YoloExportError):
     """A file or folder that could not be read or written (not found, permission, disk full)."""
 
 
+# "Not found" is a FileError for every kind of input (its JSON ``type``); each is also its kind's class, so that
+# ``except CheckpointError`` / ``except ImageError`` / ``except DatasetError`` keep catching it.
+class CheckpointNotFound(FileError, CheckpointError):
+    """A checkpoint path that does not exist (and is not a zoo name)."""
+
+
+class ImageNotFound(FileError, ImageError):
+    """An image path that does not exist."""
+
+
+class DatasetNotFound(FileError, DatasetError):
+    """A dataset path that does not exist."""
+
+
 class Interrupted(YoloExportError):
     """The run was interrupted (Ctrl-C, SIGTERM); the line says what was kept and how to continue."""
 

@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from yolo_export.errors import LimitError
+from yolo_export.errors import FileError, LimitError, MetadataError
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ def _expanded_nodes(root, field, source) -> int:
         if key in sizes:
             continue
         if key in on_path:
-            raise LimitError(f"{_where(source)}{field} refers to itself (a recursive alias)")
+            raise MetadataError(f"{_where(source)}{field} refers to itself (a recursive alias)")
         on_path.add(key)
         stack.append((node, True))
         stack.extend((k, False) for k in _children(node, yaml) if id(k) not in sizes)
@@ -206,14 +206,12 @@ def zip_member(path, match, field: str):
     directory before anything is read, and no more than the budget is ever inflated (a lying header cannot help)."""
     import zipfile
 
-    from yolo_export.errors import YoloExportError
-
     try:
         z = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, EOFError):
         return None                                  # no archive at all
     except Exception as e:  # noqa: BLE001 - a malformed directory: bad names, versions, zip64 records...
-        raise YoloExportError(f"{path}: unreadable {field} ({type(e).__name__}: {str(e)[:80]})") from None
+        raise MetadataError(f"{path}: unreadable {field} ({type(e).__name__}: {str(e)[:80]})") from None
     try:
         with z:
             info = next((i for i in z.infolist() if match(i.filename)), None)
@@ -227,7 +225,7 @@ def zip_member(path, match, field: str):
     except LimitError:
         raise
     except Exception as e:  # noqa: BLE001 - zlib.error, lzma/bz2 errors, BadZipFile, EOFError...: all "corrupt"
-        raise YoloExportError(f"{path}: unreadable {field} ({type(e).__name__}: {str(e)[:80]})") from None
+        raise MetadataError(f"{path}: unreadable {field} ({type(e).__name__}: {str(e)[:80]})") from None
 
 
 # ------------------------------------------------------------------------------------------ paths named by files
@@ -238,24 +236,20 @@ def contained(folder, name, field: str, source=None):
     and links that lead out of the artefact's folder are refused."""
     from pathlib import Path
 
-    from yolo_export.errors import YoloExportError
-
     base = Path(folder).resolve()
     text = str(name)
     if not text or "\0" in text:
-        raise YoloExportError(f"{_where(source)}{field} names an empty or invalid path")
+        raise FileError(f"{_where(source)}{field} names an empty or invalid path")
     target = (base / text).resolve()
     if Path(text).is_absolute() or not target.is_relative_to(base):
-        raise YoloExportError(f"{_where(source)}{field} {text!r} points outside the model folder {base}; "
-                              "refusing to read it")
+        raise FileError(f"{_where(source)}{field} {text!r} points outside the model folder {base}; "
+                        "refusing to read it")
     return target
 
 
 def check_folder(folder, max_entries: int = 100_000) -> None:
     """Refuse an artefact folder holding a link that leads outside it (its files are read as model data)."""
     from pathlib import Path
-
-    from yolo_export.errors import YoloExportError
 
     base = Path(folder).resolve()
     n = 0
@@ -266,5 +260,5 @@ def check_folder(folder, max_entries: int = 100_000) -> None:
                 raise LimitError(f"{folder}: more than {max_entries:,} files in a model folder")
             p = Path(root) / name
             if p.is_symlink() and not p.resolve().is_relative_to(base):
-                raise YoloExportError(f"{folder}: {p.relative_to(base)} is a link to {p.resolve()}, outside the "
-                                      "model folder; refusing to read it")
+                raise FileError(f"{folder}: {p.relative_to(base)} is a link to {p.resolve()}, outside the "
+                                "model folder; refusing to read it")

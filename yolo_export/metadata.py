@@ -11,7 +11,7 @@ import ast
 import datetime as _dt
 import json
 
-from yolo_export.errors import YoloExportError
+from yolo_export.errors import MetadataError
 
 KEYS = ("description", "author", "date", "version", "license", "stride", "task", "batch", "imgsz", "names",
         "args", "channels", "preprocess", "verification")
@@ -98,7 +98,7 @@ def decode(raw: dict, source=None) -> dict:
 
     raw = raw or {}
     if not isinstance(raw, dict):
-        raise YoloExportError(f"{_where(source)}metadata is a {type(raw).__name__}, not a key/value map")
+        raise MetadataError(f"{_where(source)}metadata is a {type(raw).__name__}, not a key/value map")
     total = sum(len(v) if isinstance(v, (str, bytes)) else 0 for v in raw.values()) + sum(len(str(k)) for k in raw)
     limits.METADATA_BYTES.check(total, "metadata size", source)
     limits.DEPTH.check(limits.obj_depth(raw, limits.DEPTH.limit), "metadata nesting", source)
@@ -113,7 +113,7 @@ def decode(raw: dict, source=None) -> dict:
         elif "names" in out:  # a bare string ("'cat'"), undecodable bytes: not a class list
             raise TypeError
     except (TypeError, ValueError):
-        raise YoloExportError(f"{_where(source)}metadata names must map class indices to names") from None
+        raise MetadataError(f"{_where(source)}metadata names must map class indices to names") from None
     if isinstance(out.get("imgsz"), int):
         out["imgsz"] = [out["imgsz"], out["imgsz"]]
     if isinstance(out.get("args"), dict):
@@ -145,7 +145,7 @@ def check(meta: dict, source=None) -> dict:
     if imgsz is not None:
         sizes = imgsz if isinstance(imgsz, (list, tuple)) else [imgsz]
         if not sizes or len(sizes) > 2:
-            raise YoloExportError(f"{_where(source)}metadata imgsz must be one or two sizes (got {str(imgsz)[:40]})")
+            raise MetadataError(f"{_where(source)}metadata imgsz must be one or two sizes (got {str(imgsz)[:40]})")
         for i, v in enumerate(sizes):
             _size(v, f"metadata imgsz[{i}]", limits.IMGSZ, source)
     if meta.get("batch") is not None:
@@ -153,7 +153,7 @@ def check(meta: dict, source=None) -> dict:
     pp = meta.get("preprocess")
     if pp is not None:
         if not isinstance(pp, dict):
-            raise YoloExportError(f"{_where(source)}metadata preprocess must be a map (got {type(pp).__name__})")
+            raise MetadataError(f"{_where(source)}metadata preprocess must be a map (got {type(pp).__name__})")
         for key in ("resize", "crop"):
             if pp.get(key) is not None:
                 _size(pp[key], f"metadata preprocess.{key}", limits.IMGSZ, source)
@@ -161,13 +161,13 @@ def check(meta: dict, source=None) -> dict:
             v = pp.get(key)
             if v is not None and (not isinstance(v, (list, tuple)) or len(v) > 4
                                   or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
-                raise YoloExportError(f"{_where(source)}metadata preprocess.{key} must be up to 4 numbers")
+                raise MetadataError(f"{_where(source)}metadata preprocess.{key} must be up to 4 numbers")
     return meta
 
 
 def _size(v, field: str, budget, source) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise YoloExportError(f"{_where(source)}{field} must be a positive integer (got {str(v)[:40]!r})")
+        raise MetadataError(f"{_where(source)}{field} must be a positive integer (got {str(v)[:40]!r})")
     return budget.check(v, field, source)
 
 
@@ -219,5 +219,5 @@ def from_yaml_text(text: str | bytes, source=None) -> dict:
     try:
         doc = limits.load_yaml(text, "metadata.yaml", source)
     except yaml.YAMLError as e:
-        raise YoloExportError(f"{_where(source)}metadata.yaml is not valid YAML ({str(e).splitlines()[0]})") from None
+        raise MetadataError(f"{_where(source)}metadata.yaml is not valid YAML ({str(e).splitlines()[0]})") from None
     return decode(doc or {}, source)

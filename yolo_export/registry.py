@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from yolo_export import options
-from yolo_export.errors import ArgumentError, MissingDependency, NotAvailable, YoloExportError
+from yolo_export.errors import ArgumentError, FileError, MissingDependency, NotAvailable, YoloExportError
 from yolo_export.options import CALIB_IMAGES, COMMON_OPTIONS, DYNAMIC, HALF, INT8, SHARED_OPTIONS, Option  # noqa: F401
 
 # A precision typed as part of the format name (``tflite-int8``, ``onnx_fp16``) and the flag it sets.
@@ -109,6 +109,7 @@ class ExportContext:
     workdir: Path
     stem: str
     device: Any
+    destination: Path | None = None   # where the verified artefact will be moved (for messages); None: intermediate
     _cache: dict = field(default_factory=dict)
 
     @property
@@ -172,11 +173,11 @@ def model_files(folder, preferred: str, patterns: tuple[str, ...], weights_suffi
     if not graph.exists():
         found = [f for pat in patterns for f in sorted(folder.glob(pat))]
         if not found:
-            raise YoloExportError(f"no {what} model ({' / '.join(patterns)}) in {folder}")
+            raise FileError(f"no {what} model ({' / '.join(patterns)}) in {folder}")
         graph = found[0]
     weights = graph.with_suffix(weights_suffix)
     if not weights.exists():
-        raise YoloExportError(f"{what} weights {weights.name} missing beside {graph.name} in {folder}")
+        raise FileError(f"{what} weights {weights.name} missing beside {graph.name} in {folder}")
     return graph, weights
 
 
@@ -563,7 +564,9 @@ def for_path(path: str | Path) -> Backend:
     _load_all()
     p = Path(path)
     if not p.exists():
-        raise YoloExportError(f"model not found: {path}")
+        raise FileError(f"model not found: {path}")
+    if p.is_file() and p.stat().st_size == 0:
+        raise FileError(f"{path} is empty (0 bytes), not a model: export it again")
     # longest suffix first so that '_int8.tflite' style names resolve to the most specific backend
     for b in sorted(_REGISTRY.values(), key=lambda b: -len(b.suffix)):
         if b.matches(p):
@@ -578,7 +581,7 @@ def for_path(path: str | Path) -> Backend:
                 return b
         except OSError:
             continue
-    raise YoloExportError(
+    raise ArgumentError(
         f"cannot tell the format of {path} (known: "
         + ", ".join(f"{b.suffix}" + ("/" if b.is_dir else "") for b in _REGISTRY.values() if b.suffix)
         + ")"

@@ -35,7 +35,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from yolo_export.errors import CheckpointError, DownloadError, LimitError, YoloExportError
+from yolo_export.errors import (
+    ArgumentError, CheckpointError, CheckpointNotFound, DownloadError, FileError, LimitError, YoloExportError,
+)
 from yolo_export.utils import LOGGER, atomic_write_bytes, cache_dir, nearest, remove
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -105,7 +107,7 @@ def load_manifest(path: str | Path | None = None) -> dict[str, Entry]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise YoloExportError(f"weights manifest not found: {path} (check YOLO_EXPORT_MANIFEST)") from None
+        raise FileError(f"weights manifest not found: {path} (check YOLO_EXPORT_MANIFEST)") from None
     except (OSError, ValueError) as e:
         raise YoloExportError(f"cannot read weights manifest {path}: {str(e).splitlines()[0]}") from None
     errors = validate(doc, load_schema())
@@ -158,7 +160,7 @@ def entry(name: str, manifest: dict[str, Entry] | None = None) -> Entry:
         if key in (e.name.lower(), e.file.lower(), _key(e.file)):
             return e
     hint = nearest(key, list(models))
-    raise YoloExportError(f"unknown zoo model '{name}'" + (f"; did you mean '{hint}'?" if hint else "")
+    raise ArgumentError(f"unknown zoo model '{name}'" + (f"; did you mean '{hint}'?" if hint else "")
                           + f" (zoo: {', '.join(models)})")
 
 
@@ -313,7 +315,7 @@ def _env_number(name: str, default, cast):
     try:
         return cast(raw)
     except ValueError:
-        raise YoloExportError(f"{name}={raw!r} is not a number") from None
+        raise LimitError(f"{name}={raw!r} is not a number") from None
 
 
 def zoo_dir() -> Path:
@@ -672,7 +674,7 @@ def resolve(name: str, **kwargs) -> str:
             hint = f" (not a zoo model either; did you mean '{guess}.pt'?)"
         else:
             hint = f" (not a zoo model either: {', '.join(models)})"
-        raise CheckpointError(f"checkpoint not found: {name}{hint}")
+        raise CheckpointNotFound(f"checkpoint not found: {name}{hint}")
     return fetch(names[key], **kwargs)["path"]
 
 

@@ -302,7 +302,7 @@ def safe_truncated_pt(sb):
 def safe_bitflip_tflite_meta(sb):
     import zipfile
 
-    blob = b"\0" * 4096
+    blob = b"\0\0\0\0TFL3" + b"\0" * 4088   # the TFLite file identifier, then nothing
     path = sb.case / "f.tflite"
     path.write_bytes(blob)
     with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as z:

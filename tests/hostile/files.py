@@ -255,7 +255,7 @@ def tflite_with_bomb(path: Path, gib: int = 1) -> Path:
     """A 1 MB blob followed by a zip whose ``metadata.json`` inflates to ``gib`` GiB (of spaces)."""
     import os
 
-    body = os.urandom(1 << 20)
+    body = b"\x1c\0\0\0TFL3" + os.urandom((1 << 20) - 8)   # a TFLite file identifier, so the reader gets that far
     comp = zlib.compressobj(9, zlib.DEFLATED, -15)
     chunk = b" " * (1 << 20)
     first = comp.compress(chunk) + comp.flush(zlib.Z_FULL_FLUSH)
@@ -323,5 +323,6 @@ def trt_engine(path: Path, header: bytes, declared: int | None = None) -> Path:
 
 def pte(path: Path, blob: bytes, declared: int | None = None) -> Path:
     n = len(blob) if declared is None else declared
-    path.write_bytes(b"\0" * 4096 + blob + struct.pack("<Q", n) + b"YXMETA01")
+    head = b"\0" * 4 + b"ET12" + b"\0" * 4088           # an ExecuTorch file identifier, so the reader gets that far
+    path.write_bytes(head + blob + struct.pack("<Q", n) + b"YXMETA01")
     return path

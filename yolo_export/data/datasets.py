@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from yolo_export.data.transforms import IMG_SUFFIXES
-from yolo_export.errors import DatasetError, ImageError
+from yolo_export.errors import DatasetError, DatasetNotFound, ImageError
 from yolo_export.utils import LOGGER, cache_dir
 
 BUILTIN = ("digits",)
@@ -48,7 +48,7 @@ def resolve_dataset(data) -> Path:
         return materialise_digits()
     root = Path(s).expanduser()
     if not root.exists():
-        raise DatasetError(f"dataset not found: {s} (use 'digits' or an ImageFolder root with train/<class>/*.jpg)")
+        raise DatasetNotFound(f"dataset not found: {s} (use 'digits' or an ImageFolder root with train/<class>/*.jpg)")
     if not root.is_dir():
         raise DatasetError(f"dataset {s} is a file; an ImageFolder dataset is a directory with train/ and val/")
     if not any((root / sp).is_dir() for sp in SPLITS):
@@ -122,17 +122,23 @@ def class_names(root: Path) -> list[str]:
 
 
 def split_dir(root: Path, split: str) -> Path:
-    """The folder of ``split``; ``val`` falls back to ``test`` (and the reverse) with a note."""
+    """The folder of ``split`` (see :func:`resolve_split`)."""
+    return Path(root) / resolve_split(root, split)
+
+
+def resolve_split(root: Path, split: str) -> str:
+    """The split that ``split`` reads: itself, else ``val`` falls back to ``test`` (and the reverse) with a warning,
+    as the reference package does. Results name the split returned here, the one scored."""
     root = Path(root)
     if split not in SPLITS:
         raise DatasetError(f"unknown split '{split}' (use train, val or test)")
     d = root / split
     if d.is_dir():
-        return d
+        return split
     alt = {"val": "test", "test": "val"}.get(split)
     if alt and (root / alt).is_dir():
-        LOGGER.info(f"dataset {root} has no '{split}' split; using '{alt}'")
-        return root / alt
+        LOGGER.warning(f"dataset {root} has no '{split}' split; using '{alt}' instead")
+        return alt
     have = [s for s in SPLITS if (root / s).is_dir()]
     raise DatasetError(f"dataset {root} has no '{split}' split (expected {d}/<class>/*.jpg; "
                        f"found: {', '.join(have) or 'none'})")
@@ -190,8 +196,8 @@ class ClassificationDataset:
     def __init__(self, root, split: str = "train", transform=None, names: list[str] | None = None,
                  fraction: float | None = None, seed: int = 0, cache: bool = False):
         self.root = Path(root)
-        self.split = split
-        self.samples, self.names = scan_split(self.root, split, names)
+        self.split = resolve_split(self.root, split)   # the split read (val <-> test when one is missing)
+        self.samples, self.names = scan_split(self.root, self.split, names)
         if fraction is not None and 0 < float(fraction) < 1:
             # keep every class: take the same share of each, in a seeded order
             rng = np.random.default_rng(seed)

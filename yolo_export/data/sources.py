@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from yolo_export.data.transforms import IMG_SUFFIXES
-from yolo_export.errors import ImageError
+from yolo_export.errors import ImageError, ImageNotFound
 
 
 class Item:
@@ -35,7 +35,7 @@ def iter_items(source) -> Iterator[Item]:
         s = str(source)
         p = Path(s)
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file())
+            files = sorted(f for f in p.rglob("*") if f.is_file() and not _hidden(f.relative_to(p), ()))
             images = [f for f in files if f.suffix.lower() in IMG_SUFFIXES]
             if not images:
                 raise ImageError(f"no images in directory {s} (looked for {', '.join(sorted(IMG_SUFFIXES))})")
@@ -52,7 +52,7 @@ def iter_items(source) -> Iterator[Item]:
         if s.startswith(("http://", "https://")):
             raise ImageError(f"URL sources are not supported; download the image first: {s}")
         if not p.exists():
-            raise ImageError(f"image not found: {s}")
+            raise ImageNotFound(f"image not found: {s}")
         yield Item(s, p)
         return
     yield from _in_memory(source, "image0")
@@ -69,14 +69,23 @@ def safe_glob(pattern: str, limit: int = 1_000_000) -> list[str]:
     root = Path(*parts[:fixed]) if fixed else Path(".")
     if not root.is_dir():
         return []
-    out = []
-    for p in root.glob(str(Path(*parts[fixed:]))):  # pathlib's ``**`` does not descend into symlinked folders
-        if not p.is_file() or _through_symlink(p, root):
+    out, wild = [], parts[fixed:]
+    for p in root.glob(str(Path(*wild))):  # pathlib's ``**`` does not descend into symlinked folders
+        if not p.is_file() or _through_symlink(p, root) or _hidden(p.relative_to(root), wild):
             continue
         out.append(str(p) if not str(pattern).startswith("./") else "./" + str(p))
         if len(out) > limit:
             raise ImageError(f"{pattern} matches more than {limit} files; narrow the pattern")
     return sorted(out)
+
+
+def _hidden(rel: Path, pattern_parts) -> bool:
+    """Whether ``rel`` goes through a dot-name that no dot-part of the pattern names: as the shell and ``glob.glob``,
+    ``*`` / ``**`` / a folder listing skip ``.hidden`` files and folders (``._x.jpg``, ``.ipynb_checkpoints/``)."""
+    import fnmatch
+
+    dotted = [q for q in pattern_parts if q.startswith(".")]
+    return any(c.startswith(".") and not any(fnmatch.fnmatchcase(c, q) for q in dotted) for c in rel.parts)
 
 
 def _through_symlink(p: Path, root: Path) -> bool:

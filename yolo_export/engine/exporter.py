@@ -45,10 +45,10 @@ def export(source, format: str = "onnx", **kwargs) -> ExportResult:
     given = {**flags, **{k: v for k, v in kwargs.items() if v is not None}}
     force = bool(given.pop("force", False))
     args = backend.resolve_args(given)
-    backend.require_export()
-    if source.model is None:
+    if source.model is None:   # before the extra: installing it would not help
         raise ArgumentError(f"export needs a PyTorch model (.pt or .yaml); {source.ckpt_path} is a "
                             f"{source.format} artefact already")
+    backend.require_export()
     calib = check_calibration(args, backend)
     device = select_device(args.get("device"))
     if device.type == "cpu":
@@ -70,7 +70,7 @@ def export(source, format: str = "onnx", **kwargs) -> ExportResult:
     with staging_dir(out) as wd:
         ctx = registry.ExportContext(model=model, sample=sample, args=args, metadata=meta, workdir=wd,
                                      stem=out.name.removesuffix(backend.suffix) if not backend.is_dir else base.name,
-                                     device=device)
+                                     device=device, destination=out)
         LOGGER.info(f"exporting to {backend.title or backend.name} ({registry.precision_of(args)}, imgsz {imgsz}, "
                     f"batch {batch}{', dynamic' if args.get('dynamic') else ''})...")
         art = Path(backend.export(ctx))

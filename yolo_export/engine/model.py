@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from yolo_export import options
-from yolo_export.errors import YoloExportError
+from yolo_export.errors import ArgumentError, CheckpointError
 
 
 class YOLO:
@@ -26,7 +26,7 @@ class YOLO:
                  names=None, task: str = "classify", device: str | None = None, verbose: bool = False,
                  threads: int | None = None, imgsz: int | None = None):
         if task not in (None, "classify"):
-            raise YoloExportError(f"task '{task}' is not supported (this tool handles classification models)")
+            raise CheckpointError(f"task '{task}' is not supported (this tool handles classification models)")
         self.model = None           # torch module when the source is .yaml / .pt
         self.ckpt = None
         self.ckpt_path: str | None = None
@@ -184,7 +184,7 @@ class YOLO:
         from yolo_export.nn.checkpoint import save_checkpoint
 
         if self.model is None:
-            raise YoloExportError("only a PyTorch model can be saved as .pt")
+            raise ArgumentError("only a PyTorch model can be saved as .pt")
         save_checkpoint(path, self.model, half=False, preprocess=self.preprocess)
         return str(path)
 

@@ -11,7 +11,7 @@ from yolo_export.data.sources import iter_items
 from yolo_export.data.transforms import preprocess as prep
 from yolo_export.data.transforms import with_imgsz
 from yolo_export.engine.results import Results
-from yolo_export.errors import ImageError, YoloExportError
+from yolo_export.errors import ArgumentError, ImageError
 from yolo_export.utils import LOGGER
 
 
@@ -23,8 +23,8 @@ def resolve_preprocess(model, imgsz: int | None, fast: bool = False) -> dict:
         pp["fast"] = True
     if imgsz and int(imgsz) != int(pp["crop"]):
         if model.path is not None and not model.dynamic_imgsz:
-            raise YoloExportError(f"this {model.format} model was exported at imgsz {pp['crop']}; "
-                                  f"--imgsz {imgsz} needs a new export")
+            raise ArgumentError(f"this {model.format} model was exported at imgsz {pp['crop']}; "
+                                f"--imgsz {imgsz} needs a new export")
         pp = with_imgsz(pp, int(imgsz))
     return pp
 

@@ -69,7 +69,7 @@ class LRSchedule:
 
     def __init__(self, optimizer, total: int, warmup: int, lrf: float, kind: str = "cosine"):
         if kind not in ("cosine", "linear"):
-            raise YoloExportError(f"unknown scheduler '{kind}' (use cosine or linear)")
+            raise ArgumentError(f"unknown scheduler '{kind}' (use cosine or linear)")
         self.opt, self.total, self.warmup, self.lrf, self.kind = optimizer, max(total, 1), warmup, lrf, kind
         self.it = 0
         for g in optimizer.param_groups:
@@ -107,8 +107,8 @@ def build_optimizer(model, name: str, lr0: float | None, momentum: float, weight
         from yolo_export.utils import nearest
 
         g = nearest(name, OPTIMIZERS)
-        raise YoloExportError(f"unknown optimizer '{name}'{f'; did you mean {g!r}?' if g else ''} "
-                              f"(choose {', '.join(OPTIMIZERS)})")
+        raise ArgumentError(f"unknown optimizer '{name}'{f'; did you mean {g!r}?' if g else ''} "
+                            f"(choose {', '.join(OPTIMIZERS)})")
     if name == "auto":
         name = "AdamW" if iterations < 10_000 else "SGD"
     if lr0 is None:
@@ -251,7 +251,7 @@ class Trainer:
             from yolo_export.utils import nearest
 
             hints = [f"{u} (did you mean {nearest(u, DEFAULTS)}?)" if nearest(u, DEFAULTS) else u for u in unknown]
-            raise YoloExportError(f"unknown training argument(s): {', '.join(hints)}")
+            raise ArgumentError(f"unknown training argument(s): {', '.join(hints)}")
         self.model_arg = kwargs.pop("model", None)  # what the user named with --model (checked against --resume)
         self.yolo = yolo
         self.given = {k: v for k, v in kwargs.items() if v is not None}
@@ -404,8 +404,8 @@ class Trainer:
 
         a, y = self.args, self.yolo
         if y.model is None:
-            raise YoloExportError(f"training needs a PyTorch model (.yaml or .pt); {y.ckpt_path} is an exported "
-                                  f"{y.format} model")
+            raise ArgumentError(f"training needs a PyTorch model (.yaml or .pt); {y.ckpt_path} is an exported "
+                                f"{y.format} model")
         torch.manual_seed(int(a["seed"]))  # the same initial weights on every rank
         names = class_names(self.root)
         if y.ckpt is None:  # a YAML: a fresh model for these classes
@@ -439,7 +439,7 @@ class Trainer:
         self.aug = aug
         world = self.ddp.world
         if int(a["batch"]) < world:
-            raise YoloExportError(f"--batch {a['batch']} is smaller than the number of processes ({world})")
+            raise ArgumentError(f"--batch {a['batch']} is smaller than the number of processes ({world})")
         self.batch_local = int(a["batch"]) // world
         self.train_ds = ClassificationDataset(self.root, "train", TrainTransform(pp, **aug), names=names,
                                               fraction=a["fraction"], seed=seed, cache=bool(a["cache"]))
@@ -460,7 +460,7 @@ class Trainer:
         self.nb = len(self.train_loader)
         epochs = int(a["epochs"])
         if epochs < 1:
-            raise YoloExportError(f"--epochs must be at least 1 (got {epochs})")
+            raise ArgumentError(f"--epochs must be at least 1 (got {epochs})")
         self.optimizer, opt_name, lr0 = build_optimizer(model, a["optimizer"], a["lr0"], float(a["momentum"]),
                                                         float(a["weight_decay"]), self.nb * epochs)
         self.opt_name, self.lr0 = opt_name, lr0

@@ -200,10 +200,10 @@ class Validator:
                           keep_preds=self.predictions)
         m = summarise(counts, names)
         if m["n"] == 0 and m["skipped"]:
-            raise DatasetError(f"none of the {m['skipped']} image(s) of {root}/{self.split} could be read "
+            raise DatasetError(f"none of the {m['skipped']} image(s) of {root}/{ds.split} could be read "
                                f"(see the warnings above)")
         m.update(format=loaded.format, model=str(self.yolo.ckpt_path or self.yolo.model_name), data=str(data),
-                 split=self.split, imgsz=int(pp["crop"]), preprocess="fast" if pp.get("fast") else "exact",
+                 split=ds.split, imgsz=int(pp["crop"]), preprocess="fast" if pp.get("fast") else "exact",
                  time_s=round(time.perf_counter() - t0, 3), threads=loaded.threads)
         if self.predictions:
             order = sorted(counts["preds"])
@@ -218,6 +218,6 @@ class Validator:
 
             m["confusion_matrix_png"] = str(plot_confusion_matrix(m["confusion_matrix"], names,
                                                                   Path(self.save_dir) / "confusion_matrix.png"))
-        LOGGER.info(f"{m['format']} on {data}/{self.split}: top1 {m['top1']:.4f}  top5 {m['top5']:.4f}  "
+        LOGGER.info(f"{m['format']} on {data}/{ds.split}: top1 {m['top1']:.4f}  top5 {m['top5']:.4f}  "
                     f"({m['n']} images; {m['speed']['inference']:.2f} ms/img inference)")
         return m

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from yolo_export.errors import CheckpointError
+from yolo_export.errors import CheckpointError, CheckpointNotFound
 from yolo_export.nn.reference_import import RestrictedUnpickler, import_reference, is_reference_model
 from yolo_export.nn.safe_load import ItemCounter, plain_data, read_torch_zip
 
@@ -75,7 +75,7 @@ def load_checkpoint(path: str | Path) -> dict:
     """Read any supported checkpoint and return our plain-dict form (always with ``state_dict`` in fp32)."""
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointNotFound(f"checkpoint not found: {path}")
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a checkpoint file")
     raw = read_torch_zip(path, RestrictedUnpickler)

@@ -11,7 +11,7 @@ import torch
 import yaml
 from torch import nn
 
-from yolo_export.errors import YoloExportError
+from yolo_export.errors import ArgumentError, FileError, YoloExportError
 from yolo_export.limits import CLASSES, Budget
 from yolo_export.nn.modules import MODULES, C2f, Classify, Conv
 
@@ -44,7 +44,7 @@ def resolve_cfg(cfg: str | Path | dict, scale: str | None = None) -> dict:
             unified = re.sub(r"yolov8[nslmx]-cls", "yolov8-cls", name)
             p = CFG_DIR / unified
         if not p.exists():
-            raise YoloExportError(f"model YAML not found: {cfg} (bundled: yolov8{{n,s,m,l,x}}-cls.yaml)")
+            raise FileError(f"model YAML not found: {cfg} (bundled: yolov8{{n,s,m,l,x}}-cls.yaml)")
         with open(p) as f:
             d = yaml.safe_load(f)
         d.setdefault("yaml_file", name)
@@ -52,7 +52,7 @@ def resolve_cfg(cfg: str | Path | dict, scale: str | None = None) -> dict:
     if scales:
         scale = scale or d.get("scale") or next(iter(scales))
         if scale not in scales:
-            raise YoloExportError(f"unknown scale {scale!r}; choose one of {', '.join(scales)}")
+            raise ArgumentError(f"unknown scale {scale!r}; choose one of {', '.join(scales)}")
         d["scale"] = scale
     return d
 
@@ -220,7 +220,7 @@ def normalise_names(names, nc: int) -> dict[int, str]:
         names = dict(enumerate(names))
     out = {int(k): str(v) for k, v in names.items()}
     if len(out) != nc:
-        raise YoloExportError(f"{len(out)} class names given for a model with nc={nc}")
+        raise ArgumentError(f"{len(out)} class names given for a model with nc={nc}")
     return out
 
 
