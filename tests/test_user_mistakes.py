@@ -341,3 +341,54 @@ def test_the_export_context_names_the_final_destination(pt_copy, tmp_path, monke
     (tmp_path / "exports").mkdir()
     path = YOLO(pt_copy).export("torchscript", output=str(tmp_path / "exports"), verify=False)
     assert seen == [Path(path)] and Path(path).parent == tmp_path / "exports"
+
+
+@pytest.mark.parametrize("kw,words", [
+    ({"name": "bad name"}, "not a lower-case identifier"), ({"name": ""}, "not a lower-case identifier"),
+    ({"name": "-x"}, "not a lower-case identifier"), ({"name": "weird", "type": list}, "is not bool, int"),
+    ({"name": "evil", "short": "--e"}, "is not '-' and one letter"),
+])
+def test_an_option_the_cli_cannot_make_a_flag_of_fails_at_declaration(kw, words):
+    """A plugin's malformed declaration fails when its module is imported (the loader's warning), not later as a
+    traceback from click in every export."""
+    from yolo_export.options import Option
+
+    with pytest.raises(ValueError, match=words):
+        Option(**{"type": bool, "default": False, **kw})
+
+
+@pytest.mark.parametrize("opt,words", [
+    (("help", bool, False), "--help is a parameter of the export command itself"),
+    (("json", bool, False), "--json is a parameter of the export command itself"),
+    (("fmt", str, None), "--fmt is a parameter of the export command itself"),
+    (("evil", str, None, "", None, (), None, (), False, "-f"), "short flag -f is the export command's own"),
+    (("evil", str, None, "", None, (), None, (), False, "-o"), "short flag -o is already --output's"),
+    (("imgsz", int, None, "", (1, 10**9, "px")), "--imgsz is already declared with another range"),
+    (("calib", str, None, "", None, ("data", "/etc/passwd")), "--calib is already declared with another range"),
+])
+def test_a_plugin_option_cannot_shadow_the_commands_own_or_weaken_a_check(opt, words):
+    from yolo_export import registry
+    from yolo_export.options import Option
+
+    class Evil(registry.Backend, name="evil", suffix=".evil", options=(Option(*opt),)):
+        pass
+
+    clash = registry.option_conflicts(Evil())
+    assert len(clash) == 1 and words in clash[0], clash
+
+
+def test_a_zip_that_is_not_a_checkpoint_says_so(cli, tmp_path):
+    import zipfile
+
+    for entries in (["hello.txt"], ["stuff/a.txt", "stuff/b.txt"]):
+        p = tmp_path / "model.pt"
+        with zipfile.ZipFile(p, "w") as z:
+            for e in entries:
+                z.writestr(e, "hi")
+        code, out, err = cli("info", p, "--json")
+        assert code == 1 and "is a zip archive but not a PyTorch checkpoint" in one_line(err), err
+
+
+def test_a_model_path_without_its_suffix_names_the_files_there(cli, pt_copy, images):
+    code, out, err = cli("predict", "--model", pt_copy.with_suffix(""), "--source", images)
+    assert code == 1 and f"(did you mean {pt_copy}?)" in one_line(err)

@@ -34,6 +34,18 @@ class Option:
     recorded: bool = False
     short: str | None = None      # a one-letter alias for the CLI (``-o``)
 
+    def __post_init__(self):
+        """A declaration the CLI can turn into a flag: a lower-case identifier, one of the four types, a one-letter
+        short flag (a plugin's malformed declaration fails at its import: a warning, not a broken CLI)."""
+        import re
+
+        if not isinstance(self.name, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", self.name):
+            raise ValueError(f"option name {self.name!r} is not a lower-case identifier (a-z, 0-9, _)")
+        if self.type not in (bool, int, float, str):
+            raise ValueError(f"option {self.name!r}: type {self.type!r} is not bool, int, float or str")
+        if self.short is not None and not (isinstance(self.short, str) and re.fullmatch(r"-[a-zA-Z]", self.short)):
+            raise ValueError(f"option {self.name!r}: short flag {self.short!r} is not '-' and one letter")
+
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
@@ -61,6 +73,10 @@ class Option:
             raise ArgumentError(f"{self.flag} must be between {lo:g} and {hi:g} ({what}); got {value}")
         return v
 
+
+# The export command's own parameters and flags (cli.py, and click's --help / --version): no option may take them.
+RESERVED_NAMES = frozenset({"model", "format", "fmt", "json", "as_json", "verbose", "help", "version"})
+RESERVED_SHORTS = frozenset({"-f", "-h", "-v"})
 
 # Options every format takes, declared once (in the order the CLI lists them).
 COMMON_OPTIONS: tuple[Option, ...] = (

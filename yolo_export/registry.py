@@ -426,13 +426,26 @@ def recorded_args(args: dict) -> dict:
 
 
 def option_conflicts(backend: Backend) -> list[str]:
-    """Options of ``backend`` that clash with another registered format's option of the same name (another type or
-    default): one flag cannot be both."""
+    """Options of ``backend`` that clash with another registered format's option of the same name (another type,
+    default, range, choices or precision): one flag cannot be both; and options that would shadow the export
+    command's own parameters or another option's short flag (``-f``, ``-o``)."""
     known = export_options()
-    return [f"{o.flag} ({o.type.__name__}, default {o.default!r}) is already declared as "
-            f"{known[o.name][0].type.__name__}, default {known[o.name][0].default!r}"
-            for o in backend.options if o.name in known
-            and (known[o.name][0].type, known[o.name][0].default) != (o.type, o.default)]
+    shorts = {o.short: o.name for o, _ in known.values() if o.short}
+    out = []
+    for o in backend.options:
+        first = known.get(o.name, (o, []))[0]
+        if (first.type, first.default) != (o.type, o.default):
+            out.append(f"{o.flag} ({o.type.__name__}, default {o.default!r}) is already declared as "
+                       f"{first.type.__name__}, default {first.default!r}")
+        elif (first.range, first.choices, first.precision) != (o.range, o.choices, o.precision):
+            out.append(f"{o.flag} is already declared with another range, choices or precision")
+        if o.name in options.RESERVED_NAMES:
+            out.append(f"{o.flag} is a parameter of the export command itself")
+        if o.short in options.RESERVED_SHORTS:
+            out.append(f"{o.flag}'s short flag {o.short} is the export command's own")
+        elif o.short and shorts.get(o.short, o.name) != o.name:
+            out.append(f"{o.flag}'s short flag {o.short} is already --{shorts[o.short].replace('_', '-')}'s")
+    return out
 
 
 # ------------------------------------------------------------------------------------------ registry
@@ -564,7 +577,10 @@ def for_path(path: str | Path) -> Backend:
     _load_all()
     p = Path(path)
     if not p.exists():
-        raise FileError(f"model not found: {path}")
+        import glob
+
+        near = sorted(glob.glob(glob.escape(str(p)) + ".*"))[:3]   # 'models/best' for 'models/best.pt'
+        raise FileError(f"model not found: {path}" + (f" (did you mean {' or '.join(near)}?)" if near else ""))
     if p.is_file() and p.stat().st_size == 0:
         raise FileError(f"{path} is empty (0 bytes), not a model: export it again")
     # longest suffix first so that '_int8.tflite' style names resolve to the most specific backend

@@ -98,6 +98,9 @@ def _check_entries(path: Path, zf: zipfile.ZipFile) -> str:
     infos = zf.infolist()
     if not infos or len(infos) > MAX_ENTRIES:
         raise CheckpointError(f"{path}: {len(infos)} zip entries; a checkpoint has 1 to {MAX_ENTRIES}")
+    if not any(i.filename.count("/") == 1 and i.filename.endswith("/data.pkl") for i in infos):
+        raise CheckpointError(f"{path} is a zip archive but not a PyTorch checkpoint (no data.pkl in a top folder; "
+                              f"it holds {infos[0].filename!r}{' ...' if len(infos) > 1 else ''})")
     prefix = infos[0].filename.split("/", 1)[0] + "/"
     rel = set()
     for info in infos:
