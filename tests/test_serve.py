@@ -385,3 +385,26 @@ def test_page_classifies_a_dropped_image_in_chromium(server, onnx_model, tmp_pat
     first = [c.split("</td>")[0] for c in rows[0].split("<td>")[1:]]
     assert first[1:3] == [str(want.probs.top1), want.names[want.probs.top1]]
     assert json.dumps(want.names[want.probs.top1])[1:-1] in dom
+
+
+def test_a_slow_body_gets_408_and_frees_its_slot(onnx_model):
+    """Slowloris: clients that send headers and part of a body must not hold every --max-concurrency slot."""
+    import socket
+
+    s = Server(onnx_model, "--max-concurrency", "2", "--body-timeout", "1")
+    try:
+        held = []
+        for _ in range(2):
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+            c.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc")
+            held.append(c)
+        first = held[0].recv(4096)
+        assert first.startswith(b"HTTP/1.1 408") and b"not received within 1 s" in first, first
+        assert post(s.url + "/predict", content=jpeg()).status_code == 200
+        for c in held:
+            c.close()
+    finally:
+        s.stop()
+    code = subprocess.run([sys.executable, "-m", "yolo_export", "serve", str(onnx_model), "--port", "70000"],
+                          capture_output=True, text=True, timeout=60)
+    assert code.returncode == 2 and "--port must be between 0 and 65535" in code.stderr

@@ -29,6 +29,8 @@ from yolo_export.cli_common import RAY_LOCAL, _json_opt, _ray_opt, _threads_opt,
 @click.option("--max-concurrency", type=int, default=64, show_default=True,
               help="POST requests served at once; more get 503 before their body is read (memory for bodies stays "
                    "under this x --max-upload-mb).")
+@click.option("--body-timeout", type=float, default=30.0, show_default=True,
+              help="Seconds a POST body may take to arrive; a slower client gets 408 and frees its slot.")
 @click.option("--fast-preprocess", is_flag=True,
               help="Draft JPEG decode + one-pass resize (as predict --fast-preprocess): faster, a few /255 off.")
 @_ray_opt
@@ -36,7 +38,7 @@ from yolo_export.cli_common import RAY_LOCAL, _json_opt, _ray_opt, _threads_opt,
 @_json_opt
 @_verbose_opt
 def serve_cmd(model, host, port, device, replicas, max_batch, batch_wait_ms, max_upload_mb, max_images,
-              max_pixels, max_concurrency, fast_preprocess, ray_address, threads, as_json, verbose):
+              max_pixels, max_concurrency, body_timeout, fast_preprocess, ray_address, threads, as_json, verbose):
     """Serve MODEL (any artefact this machine runs) over HTTP.
 
     \b
@@ -54,7 +56,7 @@ def serve_cmd(model, host, port, device, replicas, max_batch, batch_wait_ms, max
     opts = {"model": model, "host": host, "port": port, "device": device, "replicas": replicas, "threads": threads,
             "max_batch": max_batch, "batch_wait_ms": batch_wait_ms, "max_upload_mb": max_upload_mb,
             "max_images": max_images, "max_pixels": max_pixels, "max_concurrency": max_concurrency,
-            "fast_preprocess": fast_preprocess, "ray_address": ray_address}
+            "body_timeout": body_timeout, "fast_preprocess": fast_preprocess, "ray_address": ray_address}
     run_command(lambda: _serve(opts, as_json, verbose), verbose, as_json)
 
 
@@ -65,17 +67,26 @@ def _config(o: dict):
     from yolo_export.serving import ServeConfig, require_serving
     from yolo_export.threads import resolve
 
+    import math
+
     require_serving()
     if min(o["replicas"], o["max_batch"], o["max_images"], o["max_pixels"], o["max_concurrency"]) < 1 \
-            or o["max_upload_mb"] <= 0:
+            or not 0 < o["max_upload_mb"] < math.inf:   # NaN fails too
         raise ArgumentError("--replicas, --max-batch, --max-images, --max-pixels, --max-concurrency and "
-                            "--max-upload-mb must be > 0")
+                            "--max-upload-mb must be > 0 (and finite)")
+    if not 0 < o["body_timeout"] <= 3600:
+        raise ArgumentError(f"--body-timeout must be between 0 and 3600 seconds; got {o['body_timeout']}")
+    if not 0 <= o["batch_wait_ms"] <= 60_000:
+        raise ArgumentError(f"--batch-wait-ms must be between 0 and 60000; got {o['batch_wait_ms']}")
+    if not 0 <= o["port"] <= 65535:
+        raise ArgumentError(f"--port must be between 0 and 65535; got {o['port']}")
     resolve(o["threads"])  # a bad --threads is one line here, not a model that fails to load
     m = o["model"]
     return ServeConfig(model=str(Path(m).resolve()) if Path(m).exists() else m, device=o["device"],
                        threads=o["threads"], max_batch=o["max_batch"], batch_wait_ms=o["batch_wait_ms"],
                        max_upload_mb=o["max_upload_mb"], max_images=o["max_images"], max_pixels=o["max_pixels"],
-                       max_concurrency=o["max_concurrency"], fast_preprocess=o["fast_preprocess"])
+                       max_concurrency=o["max_concurrency"], body_timeout_s=o["body_timeout"],
+                       fast_preprocess=o["fast_preprocess"])
 
 
 def _serve(o: dict, as_json: bool, verbose: bool):

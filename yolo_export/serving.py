@@ -56,6 +56,7 @@ class ServeConfig:
     max_images: int = 16
     max_pixels: int = 40_000_000
     max_concurrency: int = 64    # POST requests served at once; over it: 503 before the body is read
+    body_timeout_s: float = 30.0  # a POST body must arrive within this, else 408: a slow client cannot hold a slot
     fast_preprocess: bool = False
     prep_workers: int | None = None  # decode/preprocess threads; default: predict's (one per CPU, at most 4)
     replicas: int = 1                # worker processes on this machine (the shared dir aggregates them)
@@ -431,6 +432,7 @@ class Guard:
     def __init__(self, app, cfg: ServeConfig, metrics: Metrics, predict=None):
         self.app, self.metrics, self.predict = app, metrics, predict
         self.limit, self.cap = int(cfg.max_upload_mb * 2**20), max(1, int(cfg.max_concurrency))
+        self.body_timeout = float(cfg.body_timeout_s)
         self.active = 0
 
     async def __call__(self, scope, receive, send):
@@ -464,11 +466,16 @@ class Guard:
             return await respond(send, 503, error_doc(busy), close=True, extra=[(b"retry-after", b"1")])
         self.active += 1
         try:
-            declared = dict(scope.get("headers") or []).get(b"content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.limit:
-                await self._drain(receive, min(int(declared), 8 * self.limit))
-                return await self._refuse(send, int(declared))
-            body = await self._read(receive)
+            try:
+                declared = dict(scope.get("headers") or []).get(b"content-length")
+                if declared is not None and declared.isdigit() and int(declared) > self.limit:
+                    await asyncio.wait_for(self._drain(receive, min(int(declared), 8 * self.limit)),
+                                           self.body_timeout)
+                    return await self._refuse(send, int(declared))
+                body = await asyncio.wait_for(self._read(receive), self.body_timeout)
+            except asyncio.TimeoutError:   # slowloris: the slot goes back, the client gets one line
+                err = LimitError(f"request body not received within {self.body_timeout:g} s")
+                return await respond(send, 408, error_doc(err), close=True)
             if body is None:
                 return None
             if len(body) > self.limit:
