@@ -392,3 +392,18 @@ def test_a_zip_that_is_not_a_checkpoint_says_so(cli, tmp_path):
 def test_a_model_path_without_its_suffix_names_the_files_there(cli, pt_copy, images):
     code, out, err = cli("predict", "--model", pt_copy.with_suffix(""), "--source", images)
     assert code == 1 and f"(did you mean {pt_copy}?)" in one_line(err)
+
+
+@pytest.mark.parametrize("name,words,code", [("keep.txt", "--output must end in", 2),
+                                             ("keep.jsonl", "is not an earlier val --output", 1),
+                                             ("tiny.pt", "--output must end in", 2)])
+def test_val_output_is_checked_before_any_work(cli, pt_copy, tmp_path, monkeypatch, name, words, code):
+    from yolo_export.engine.model import YOLO
+
+    (tmp_path / "keep.txt").write_text("keep")
+    (tmp_path / "keep.jsonl").write_text("keep")
+    before = snapshot(tmp_path)
+    monkeypatch.setattr(YOLO, "val", lambda *a, **k: pytest.fail("val ran before --output was checked"))
+    got, out, err = cli("val", "--model", pt_copy, "--data", "digits", "--output", tmp_path / name)
+    assert got == code and words in one_line(err)
+    assert kept(before) == []

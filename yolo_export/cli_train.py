@@ -129,6 +129,10 @@ def val_cmd(model, data, split, batch, imgsz, device, workers, half, predictions
                      threads=threads)
 
     def go():
+        if output:
+            from yolo_export.distributed import check_val_output
+
+            check_val_output(output)   # before the work, not after it
         m = run()
         if output:
             from yolo_export.distributed import write_val_rows

@@ -352,6 +352,27 @@ class _ValLoader:
 VAL_SUFFIXES = (".jsonl", ".parquet", ".csv")
 
 
+def check_val_output(output) -> Path:
+    """``val --output`` checked before any work: its suffix, and an existing path must be an earlier ``val --output``
+    (whether it holds these images is checked again once they are known)."""
+    from yolo_export.errors import OutputError
+
+    out = Path(output)
+    if out.suffix.lower() not in VAL_SUFFIXES:
+        raise ArgumentError(f"--output must end in {', '.join(VAL_SUFFIXES)} (got {out.name})")
+    if out.is_dir() or (out.exists() and not _is_val_output(out)):
+        raise OutputError(f"{out} exists and is not an earlier val --output; choose another --output")
+    return out
+
+
+def _is_val_output(path: Path) -> bool:
+    try:
+        old = _read_table(path)
+    except Exception:  # noqa: BLE001 - unreadable: not ours
+        return False
+    return all("correct" in r for r in old)
+
+
 def write_val_rows(m, output, names) -> dict:
     """``val --output FILE``: one row per image of the split, in dataset order: ``index, path, label, label_name,
     top1, name, top5, correct`` (an undecodable image: ``error`` set, no prediction). The same rows from local and
