@@ -171,11 +171,11 @@ def test_pte_trailer_round_trip(tmp_path_factory, names):
     from yolo_export.backends.executorch import _trailer
 
     p = tmp_path_factory.mktemp("pte") / "x.pte"
-    p.write_bytes(b"PROGRAM" + _trailer(_meta(names=names)))
+    p.write_bytes(b"\0\0\0\0ET12PROGRAM" + _trailer(_meta(names=names)))   # the identifier at bytes 4-8
     assert _pte_backend().read_metadata(p)["names"] == names
 
 
-def _tflite_bytes(meta_text: bytes, body: bytes = b"\0" * 256) -> bytes:
+def _tflite_bytes(meta_text: bytes, body: bytes = b"\0" * 4 + b"TFL3" + b"\0" * 248) -> bytes:
     buf = io.BytesIO()
     buf.write(body)
     with zipfile.ZipFile(buf, "a", zipfile.ZIP_DEFLATED) as z:
@@ -205,10 +205,10 @@ def test_tflite_metadata_round_trip(tmp_path_factory, names):
     from yolo_export.backends.tensorflow import tflite_embed, tflite_read
 
     p = tmp_path_factory.mktemp("tfl") / "x.tflite"
-    p.write_bytes(b"TFL3" + b"\0" * 100)
+    p.write_bytes(b"\0" * 4 + b"TFL3" + b"\0" * 100)   # a FlatBuffer's file identifier sits at bytes 4-8
     tflite_embed(p, _meta(names=names))
     assert tflite_read(p)["names"] == names
-    assert p.read_bytes().startswith(b"TFL3" + b"\0" * 100)
+    assert p.read_bytes().startswith(b"\0" * 4 + b"TFL3" + b"\0" * 100)
 
 
 @SETTINGS

@@ -32,7 +32,7 @@ def seeds() -> dict[str, dict[str, bytes]]:
     yml = metadata.to_yaml_text(META).encode()
 
     def tflite(text: bytes) -> bytes:
-        buf = io.BytesIO(b"TFL3" + b"\0" * 60)
+        buf = io.BytesIO(b"\x1c\0\0\0TFL3" + b"\0" * 56)   # the FlatBuffer file identifier at bytes 4-8
         buf.seek(0, 2)
         with zipfile.ZipFile(buf, "a", zipfile.ZIP_DEFLATED) as z:
             z.writestr("metadata.json", text)
@@ -45,6 +45,7 @@ def seeds() -> dict[str, dict[str, bytes]]:
             z.writestr("m/version", "3\n")
         return buf.getvalue()
 
+    ET = b"\0\0\0\0ET12"   # the ExecuTorch file identifier at bytes 4-8 (the reader checks it first)
     mj = {"format": "graph-model", "modelTopology": {"node": []},
           "weightsManifest": [{"paths": ["group1-shard1of1.bin"], "weights": []}]}
     return {
@@ -53,7 +54,8 @@ def seeds() -> dict[str, dict[str, bytes]]:
         "json_document": {"good": js, "deep": b"[" * 40 + b"]" * 40},
         "tensorrt_header": {"good": encode_header(META) + b"ENGINE", "long": struct.pack("<I", 1 << 30) + b"{}",
                             "nested": struct.pack("<I", 2010) + b'{"a": ' + b"[" * 2000 + b"ENGINE"},
-        "pte_trailer": {"good": b"PTE" + _trailer(META), "long": b"{}" + struct.pack("<Q", 1 << 40) + b"YXMETA01"},
+        "pte_trailer": {"good": ET + b"PTE" + _trailer(META),
+                        "long": ET + b"{}" + struct.pack("<Q", 1 << 40) + b"YXMETA01"},
         "tflite_metadata": {"good": tflite(json.dumps(enc).encode()), "bad": tflite(b"{]")},
         "torchscript_metadata": {"good": ts(json.dumps(enc).encode()), "empty": ts(b"")},
         "tfjs_manifest": {"good": json.dumps(mj).encode(),
