@@ -261,7 +261,7 @@ class Check:
         import torch
 
         from yolo_export import YOLO
-        from yolo_export.verify import check_inputs
+        from yolo_export.data.samples import check_inputs
 
         self.a, self.run, self.work, self.result = a, run, work, result
         self.dev = a.device

@@ -58,7 +58,7 @@ def main(argv=None):
     import torch
 
     from yolo_export import YOLO, registry
-    from yolo_export.verify import calibration_batch, list_split_images
+    from yolo_export.data.samples import calibration_batch, list_split_images
 
     work = Path(tempfile.mkdtemp(prefix="yx-bench-"))
     pt = Path(shutil.copy(a.model, work / "model.pt"))

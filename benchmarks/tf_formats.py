@@ -40,7 +40,8 @@ def main(argv=None):
 
     from yolo_export import YOLO
     from yolo_export.autobackend import AutoBackend
-    from yolo_export.verify import calibration_batch, check_inputs, compare
+    from yolo_export.data.samples import calibration_batch, check_inputs
+    from yolo_export.verify import compare
 
     work = Path(tempfile.mkdtemp(prefix="tf-bench-"))
     src = work / Path(a.model).name

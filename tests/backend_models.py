@@ -27,7 +27,7 @@ NAMES = [f"c{i}" for i in range(10)]
 def condition(model, imgsz: int = IMGSZ, n: int = 64, seed: int = 0, logit_std: float = 4.0):
     import torch
 
-    from yolo_export.verify import check_inputs
+    from yolo_export.data.samples import check_inputs
 
     x = torch.from_numpy(np.concatenate([check_inputs(imgsz, n // 2, seed=seed),
                                          check_inputs(imgsz, n - n // 2, seed=seed + 100)]))

@@ -16,7 +16,7 @@ from backend_models import torch_probs
 from conftest import needs
 from yolo_export import YOLO, registry
 from yolo_export.errors import ArgumentError
-from yolo_export.verify import check_inputs
+from yolo_export.data.samples import check_inputs
 
 pytestmark = pytest.mark.xdist_group("mnn")   # the contract test's exports of mnn, on the same worker
 mnn_only = needs("MNN", "_tools", "onnx", "onnxruntime", extra="mnn")

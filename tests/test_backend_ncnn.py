@@ -8,7 +8,7 @@ from backend_models import torch_probs
 from conftest import needs
 from yolo_export import YOLO, registry
 from yolo_export.errors import ArgumentError
-from yolo_export.verify import check_inputs
+from yolo_export.data.samples import check_inputs
 
 pytestmark = pytest.mark.xdist_group("ncnn")   # the contract test's exports of ncnn, on the same worker
 ncnn_only = needs("ncnn", "pnnx", extra="ncnn")

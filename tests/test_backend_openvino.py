@@ -10,7 +10,7 @@ from backend_models import torch_probs
 from conftest import has, needs
 from yolo_export import YOLO, registry
 from yolo_export.errors import ArgumentError
-from yolo_export.verify import check_inputs
+from yolo_export.data.samples import check_inputs
 
 pytestmark = pytest.mark.xdist_group("openvino")   # the contract test's exports of openvino, on the same worker
 ov_only = needs("openvino", extra="openvino")

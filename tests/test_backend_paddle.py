@@ -12,7 +12,7 @@ from backend_models import torch_probs
 from conftest import has, needs
 from yolo_export import YOLO, registry
 from yolo_export.errors import ArgumentError
-from yolo_export.verify import check_inputs
+from yolo_export.data.samples import check_inputs
 
 pytestmark = pytest.mark.xdist_group("paddle")   # the contract test's exports of paddle, on the same worker
 
@@ -39,7 +39,7 @@ y = YOLO(sys.argv[1])
 path = y.export("paddle")
 par = y.last_export.parity
 import numpy as np
-from yolo_export.verify import check_inputs
+from yolo_export.data.samples import check_inputs
 out = YOLO(path).backend().run(check_inputs(32, 3))
 print("OK", par["status"], par["max_abs_diff"], out.shape, "{first}" in sys.modules, flush=True)
 """

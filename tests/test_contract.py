@@ -38,7 +38,8 @@ import pytest
 from backend_models import Row
 from yolo_export import YOLO, errors, registry
 from yolo_export.data.transforms import default_preprocess
-from yolo_export.verify import check_inputs, compare
+from yolo_export.data.samples import check_inputs
+from yolo_export.verify import compare
 
 ERROR_TYPES = {n for n, c in vars(errors).items() if isinstance(c, type) and issubclass(c, errors.YoloExportError)}
 RENAMED = {i: f"renamed {i}" for i in range(10)}

@@ -158,7 +158,7 @@ def test_half_is_a_no_op_on_cpu(tiny_yolo, images):
     """--half asks for fp16 on CUDA; on the CPU the PyTorch runner stays fp32 and answers as fp32 does."""
     from yolo_export import YOLO
     from yolo_export.backends.pytorch import ModuleRunner
-    from yolo_export.verify import check_inputs
+    from yolo_export.data.samples import check_inputs
 
     r = ModuleRunner(YOLO("yolov8n-cls.yaml", nc=10).model, device="cpu", half=True)
     assert r.half is False and r.dtype == torch.float32
@@ -213,7 +213,7 @@ def test_train_on_cuda_is_not_available(pt_copy, tmp_path):
 def test_pt_and_torchscript_on_cuda(tiny_yolo, pt_copy, images, half):
     from yolo_export import YOLO
     from yolo_export.autobackend import AutoBackend
-    from yolo_export.verify import check_inputs
+    from yolo_export.data.samples import check_inputs
 
     x = check_inputs(IMGSZ, 8)
     with torch.no_grad():
@@ -264,7 +264,7 @@ def test_onnx_without_cuda_provider_is_one_line(artefacts):
 def test_onnx_on_cuda(pt_copy):
     from yolo_export import YOLO
     from yolo_export.autobackend import AutoBackend
-    from yolo_export.verify import check_inputs
+    from yolo_export.data.samples import check_inputs
 
     ok, why = _ort_cuda()
     if not ok:

@@ -14,7 +14,7 @@ from backend_models import cond_pt, conditioned_master, torch_probs  # noqa: F40
 from conftest import needs
 from yolo_export import YOLO
 from yolo_export.errors import ArgumentError
-from yolo_export.verify import check_inputs
+from yolo_export.data.samples import check_inputs
 
 ort_only = needs("onnx", "onnxruntime", extra="onnx")
 
@@ -76,7 +76,7 @@ def test_onnx_int8_qdq_per_channel_runs_in_onnxruntime(cond_pt, capfd):  # noqa:
 def test_onnx_int8_cli_with_digits_calibration(cond_pt, cli):  # noqa: F811
     # --no-verify: the export-time check (>= 90 % top-1) is exercised on a trained model in benchmarks/new_formats.py;
     # this random-init model's margins are too thin for it. Agreement is measured here on digits val images instead.
-    from yolo_export.verify import calibration_batch
+    from yolo_export.data.samples import calibration_batch
 
     code, out, err = cli(cond_pt, "--format", "onnx", "--int8", "--data", "digits", "--calib-images", "24",
                          "--no-verify", "--json")

@@ -15,7 +15,7 @@ import pytest
 
 from backend_models import cond_pt, conditioned_master, result_probs, torch_probs  # noqa: F401
 from yolo_export import YOLO, registry
-from yolo_export.verify import check_inputs
+from yolo_export.data.samples import check_inputs
 
 PLUGIN = '''
 """yx_numpy: a yolo-export backend plugin. The fused YOLOv8-cls as a layer program + weights in one .npz,

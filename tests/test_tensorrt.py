@@ -266,7 +266,7 @@ def _reference(tiny_yolo, x):
 def test_onnx_for_dynamic_engine_runs_at_profile_shapes(tiny_yolo, trt_backend, tmp_path):
     from yolo_export.backends.onnx import OrtRunner
     from yolo_export.backends.tensorrt import CalibrationData
-    from yolo_export.verify import check_inputs
+    from yolo_export.data.samples import check_inputs
 
     ctx = _context(tiny_yolo, trt_backend, tmp_path, dynamic=True, batch=8, calib_images=12)
     ctx.args["int8"] = True        # set after the argument rules: TensorRT 11 refuses --int8 there (own test)
@@ -298,7 +298,7 @@ def test_onnx_for_static_fp16_engine(tiny_yolo, trt_backend, tmp_path):
     import onnx
 
     from yolo_export.backends.onnx import OrtRunner
-    from yolo_export.verify import check_inputs
+    from yolo_export.data.samples import check_inputs
 
     ctx = _context(tiny_yolo, trt_backend, tmp_path, half=True, batch=2, workspace=1.5)
     plan = trt_backend.plan(ctx)
@@ -500,7 +500,7 @@ def test_engine_build_predict_parity(tiny_yolo, pt_copy, images, tmp_path):
     from yolo_export.autobackend import AutoBackend
     from yolo_export.backends.tensorrt import int8_problem, read_header, rewrite_header
     from yolo_export.errors import NotAvailable
-    from yolo_export.verify import check_inputs
+    from yolo_export.data.samples import check_inputs
 
     import tensorrt as trt
 

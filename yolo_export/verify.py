@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from yolo_export.data.samples import calibration_batch, check_inputs, list_split_images  # noqa: F401 - re-exported
+from yolo_export.data.samples import check_inputs
 from yolo_export.errors import VerificationError
 
 
