@@ -12,9 +12,9 @@ import time
 
 import click
 
-from yolo_export.cli_common import (  # noqa: F401 - the shared helpers, re-exported for callers of yolo_export.cli
-    RAY_LOCAL, _checked, _is_artefact, _json_opt, _names_opt, _ray_opt, _threads_opt, _verbose_opt, common_opt,
-    emit_json, fail, inference_opts, open_model, option_spec, run_command, usage)
+from yolo_export.cli_common import (
+    RAY_LOCAL, _json_opt, _names_opt, _verbose_opt, common_opt, emit_json, fail, inference_opts, open_model,
+    option_spec, run_command, usage)
 
 
 class DefaultGroup(click.Group):
