@@ -63,11 +63,6 @@ def default_output(backend, base: Path, args: dict, model_imgsz: int | None) -> 
     return backend.output_path(base.with_name(base.name + tag), args)
 
 
-def check_range(name: str, value):
-    """``value`` checked by the declared option ``name`` (its type, range and choices), else one ArgumentError."""
-    return option(name).check(value)
-
-
 class Runner:
     """What runs a model in its runtime (returned by ``Backend.load``): call it with a float32 batch in the model's
     layout; get (N, nc) probabilities. The capabilities it reports:
