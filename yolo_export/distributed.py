@@ -360,17 +360,18 @@ def check_val_output(output) -> Path:
     out = Path(output)
     if out.suffix.lower() not in VAL_SUFFIXES:
         raise ArgumentError(f"--output must end in {', '.join(VAL_SUFFIXES)} (got {out.name})")
-    if out.is_dir() or (out.exists() and not _is_val_output(out)):
+    if out.is_dir() or (out.exists() and _earlier_val_rows(out) is None):
         raise OutputError(f"{out} exists and is not an earlier val --output; choose another --output")
     return out
 
 
-def _is_val_output(path: Path) -> bool:
+def _earlier_val_rows(path: Path) -> list[dict] | None:
+    """The rows of an earlier ``val --output`` at ``path``; None when it is unreadable or not one."""
     try:
         old = _read_table(path)
     except Exception:  # noqa: BLE001 - unreadable: not ours
-        return False
-    return all("correct" in r for r in old)
+        return None
+    return old if all("correct" in r for r in old) else None
 
 
 def write_val_rows(m, output, names) -> dict:
@@ -380,11 +381,9 @@ def write_val_rows(m, output, names) -> dict:
     images (anything else is refused, never overwritten)."""
     from yolo_export.errors import OutputError
 
-    out = Path(output)
-    if out.suffix.lower() not in VAL_SUFFIXES:
-        raise ArgumentError(f"--output must end in {', '.join(VAL_SUFFIXES)} (got {out.name})")
+    out = check_val_output(output)
     rows = val_rows(m.per_image, names)
-    if out.is_dir() or (out.exists() and not _same_val_output(out, rows)):
+    if out.exists() and [r.get("path") for r in _earlier_val_rows(out) or []] != [r["path"] for r in rows]:
         raise OutputError(f"{out} exists and is not an earlier val --output of these images; choose another --output")
     tmp = out.with_name(f".{out.name}.tmp")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -406,14 +405,6 @@ def val_rows(per_image: dict, names) -> list[dict]:
             row["error"] = "cannot be decoded" if str(path) in bad else "not classified"
         rows.append(row)
     return rows
-
-
-def _same_val_output(path: Path, rows: list[dict]) -> bool:
-    try:
-        old = _read_table(path)
-    except Exception:  # noqa: BLE001 - unreadable: not ours
-        return False
-    return [r.get("path") for r in old] == [r["path"] for r in rows] and all("correct" in r for r in old)
 
 
 def _write_table(path: Path, rows: list[dict]) -> None:
