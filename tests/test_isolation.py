@@ -37,9 +37,9 @@ def _crashes(payload, report):
 
 def _hangs(payload, report):
     # a grandchild in the child's process group: killed with it on timeout
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     report(proc.pid)
-    time.sleep(60)
+    time.sleep(600)
 
 
 def test_value_and_messages(capfd):
@@ -62,15 +62,18 @@ def test_failures_are_one_line_each():
 
 
 def test_timeout_kills_the_child_and_what_it_started():
+    # 10 s: time for the child to start its grandchild and report it on a busy machine (3 s left little room);
+    # the child would sleep 600 s, so returning well before that shows the timeout, not the child, ended the call
     t0 = time.monotonic()
-    out = run_isolated(_hangs, None, timeout=3)
-    assert out.error == "timed out after 3 s" and time.monotonic() - t0 < 30
-    grandchild = out.messages[0]
-    for _ in range(50):
+    out = run_isolated(_hangs, None, timeout=10)
+    assert out.error == "timed out after 10 s" and time.monotonic() - t0 < 300
+    assert out.messages, "the child did not report its grandchild within the timeout"
+    grandchild, deadline = out.messages[0], time.monotonic() + 60
+    while time.monotonic() < deadline:
         try:
             os.kill(grandchild, 0)
         except ProcessLookupError:
             break
         time.sleep(0.1)
     else:
-        raise AssertionError(f"process {grandchild} started by the timed-out child is still running")
+        raise AssertionError(f"process {grandchild} started by the timed-out child is still running after 60 s")
