@@ -11,7 +11,7 @@ import subprocess
 
 import numpy as np
 
-from yolo_export.errors import ArgumentError, FileError, YoloExportError
+from yolo_export.errors import FileError, YoloExportError
 from yolo_export.registry import HALF, Backend, Runner, model_files, register
 
 PARAM, BIN = "model.ncnn.param", "model.ncnn.bin"
@@ -69,11 +69,6 @@ def _files(path):
 @register
 class NcnnBackend(Backend, name="ncnn", title="ncnn", order=40, suffix="_ncnn_model", is_dir=True,
                   content=("*.param", "*.bin"), extra="ncnn", requires=("ncnn", "pnnx"), options=(HALF,)):
-
-    def check_args(self, args):
-        super().check_args(args)
-        if args.get("int8"):
-            raise ArgumentError("ncnn does not take --int8 here (ncnn's int8 needs its own calibration tables)")
 
     def export(self, ctx):
         import torch

@@ -92,9 +92,6 @@ class OpenVINOBackend(Backend, name="openvino", aliases=("ov",), title="OpenVINO
         super().check_args(args)
         if str(args.get("device") or "cpu") not in ("cpu", "CPU"):
             raise ArgumentError("openvino exports and runs on the CPU here; drop --device")
-        n = args.get("calib_images")
-        if n is not None and int(n) < 1:
-            raise ArgumentError(f"--calib-images must be a positive integer (got {n})")
         if args.get("int8") and self.missing(int8=True):
             from yolo_export.errors import MissingDependency
 

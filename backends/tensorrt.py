@@ -508,16 +508,7 @@ class TensorRTBackend(Backend, name="engine", aliases=("tensorrt", "trt"), title
                 self.require_export()
             raise ArgumentError(f"engine: TensorRT builds and runs on an NVIDIA GPU; use --device 0 "
                                 f"(not --device {args.get('device')})")
-        ws = args.get("workspace")
-        if ws is not None and not (0 < float(ws) <= 1024):
-            raise ArgumentError(f"engine: --workspace is in GiB and must be > 0 (got {ws})")
         if args.get("int8"):
-            n = args.get("calib_images")
-            if n is not None and int(n) < 1:
-                raise ArgumentError(f"engine: --calib-images must be a positive integer (got {n})")
-            fr = args.get("fraction")
-            if fr is not None and not (0 < float(fr) <= 1):
-                raise ArgumentError(f"engine: --fraction must be in (0, 1] (got {fr})")
             if self.is_available()[0]:          # refuse before any work when this TensorRT has no INT8 path
                 problem = int8_problem(_import_trt())
                 if problem:

@@ -35,7 +35,7 @@ class TorchScriptRunner(Runner):
             return self.module(torch.from_numpy(x).to(self.dev, self.dtype)).float().cpu().numpy()
 
 
-OPTIMIZE = Option("optimize", bool, False, "TorchScript mobile optimisation.", recorded=True)
+OPTIMIZE = Option("optimize", bool, False, "TorchScript mobile optimisation.", applies=("fp32",), recorded=True)
 
 
 @register
@@ -44,12 +44,8 @@ class TorchScriptBackend(Backend, name="torchscript", aliases=("ts", "jit"), tit
 
     def check_args(self, args):
         super().check_args(args)
-        if args.get("int8"):
-            raise ArgumentError("torchscript does not take --int8")
         if args.get("half") and not str(args.get("device") or "cpu").startswith(("cuda", "0", "1", "2", "3")):
             raise ArgumentError("torchscript --half needs a CUDA device (--device 0); fp16 conv is not run on CPU")
-        if args.get("half") and args.get("optimize"):
-            raise ArgumentError("torchscript: --optimize (mobile) is for CPU fp32 models; drop --half")
 
     def export(self, ctx):
         import torch

@@ -145,3 +145,91 @@ def test_a_clashing_option_is_named():
     clash = registry.option_conflicts(Clash())
     assert len(clash) == 1 and clash[0].startswith("--opset (str, default 'x') is already declared as int")
     assert registry.option_conflicts(registry.get("mnn")) == []
+
+
+def _applying_options():
+    """(format, option, a precision the format exports that the option does not apply to) for every declared
+    option with ``applies``, common or the format's own."""
+    for b in registry.all_backends():
+        for o in b.declared_options().values():
+            for prec in b.precisions:
+                if o.applies and prec not in o.applies and (o.precision is None):
+                    yield b, o, prec
+
+
+def _value(o):
+    return True if o.type is bool else o.choices[-1] if o.choices else o.type(o.range[0]) if o.range else "x"
+
+
+def test_every_declared_applies_is_enforced():
+    """`applies` is a rule, not a note: an option given in an export of a precision it does not apply to is one
+    ArgumentError naming the fix, checked before any work (the registry's one check, for the CLI and the API)."""
+    cases = list(_applying_options())
+    assert {o.name for _, o, _ in cases} >= {"calib", "calib_images", "fraction", "optimize"}
+    for b, o, prec in cases:
+        given = {"half": prec == "fp16", "int8": prec == "int8", o.name: _value(o)}
+        if b.name in ("engine", "torchscript"):   # a GPU format; fp16 TorchScript needs CUDA
+            given["device"] = "0"
+        with pytest.raises(ArgumentError) as e:
+            b.resolve_args(given)
+        msg = str(e.value)
+        assert msg.startswith(f"{o.flag} only applies ") and f"drop {o.flag}" in msg and "\n" not in msg, (b, msg)
+
+
+@pytest.mark.parametrize("fmt", ["mnn", "coreml"])
+def test_calibration_options_refused_where_int8_quantises_weights_only(fmt):
+    b = registry.get(fmt)
+    assert not b.calibrates
+    for name, value in [("calib", "synthetic"), ("fraction", 0.5)]:
+        with pytest.raises(ArgumentError, match=f"{fmt} --int8 quantises the weights only .*drop --{name}"):
+            b.resolve_args({"int8": True, name: value})
+    b.resolve_args({"int8": True, "data": "digits"})   # --data still serves the parity check
+
+
+@pytest.mark.parametrize("flags, match", [
+    (["-f", "onnx", "--calib-images", "50"], "--calib-images only applies with --int8: add --int8"),
+    (["-f", "openvino", "--half", "--calib-images", "8"], "--calib-images only applies with --int8"),
+    (["-f", "onnx", "--fraction", "0.5"], "--fraction only applies with --int8"),
+    (["-f", "tflite", "--calib", "data"], "--calib only applies with --int8"),
+    (["-f", "mnn", "--int8", "--calib", "synthetic"], "mnn --int8 quantises the weights only"),
+    (["-f", "onnx", "--int8", "--calib", "synthetic", "--fraction", "0.5"], "drop --fraction"),
+])
+def test_options_that_do_not_apply_are_one_line_for_cli_and_api(cli, pt_copy, flags, match):
+    (pt_copy.parent / "tiny.onnx").write_bytes(b"kept")
+    code, out, err = cli(pt_copy, *flags, "--json")
+    assert code == 2 and match in err and err.count("\n") == 1, err
+    assert json.loads(out)["type"] == "ArgumentError"
+    fmt, kw = flags[1], {}
+    rest = flags[2:]
+    while rest:
+        key = rest.pop(0)[2:].replace("-", "_")
+        kw[key] = True if not rest or rest[0].startswith("--") else rest.pop(0)
+    with pytest.raises(ArgumentError, match=match):
+        YOLO(pt_copy).export(fmt, **kw)
+    assert sorted(p.name for p in pt_copy.parent.iterdir()) == ["tiny.onnx", "tiny.pt"]
+    assert (pt_copy.parent / "tiny.onnx").read_bytes() == b"kept"
+
+
+def test_edgetpu_takes_calibration_options_without_int8():
+    """The Edge TPU is int8 by itself: its calibration options apply without --int8."""
+    args = registry.get("edgetpu").resolve_args({"calib_images": 8, "calib": "synthetic"})
+    assert args["int8"] is True and args["calib_images"] == 8
+
+
+@pytest.mark.parametrize("data", ["digits", None])
+def test_benchmark_passes_only_options_that_apply(tmp_path, data):
+    """`yexport benchmark` exports every format x precision: each row's arguments are ones that format takes at
+    that precision (a row this machine cannot make says why; never because of the matrix's own arguments)."""
+    from yolo_export.engine.benchmark import export_kwargs
+
+    m = types.SimpleNamespace(imgsz=32, device="cpu", threads=1, data=data, batch=4, art_dir=tmp_path)
+    for b in registry.all_backends():
+        for prec in b.precisions:
+            kw, why = export_kwargs(b, prec, m)
+            if kw is None:
+                assert "only applies" not in why and "does not take" not in why and "drop --" not in why, (b, why)
+                continue
+            declared = b.declared_options()
+            for k, v in kw.items():
+                if v is not None and v is not False and declared[k].applies:
+                    assert prec in declared[k].applies or (b.name == "edgetpu"), (b.name, prec, k)

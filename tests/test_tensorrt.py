@@ -268,8 +268,9 @@ def test_onnx_for_dynamic_engine_runs_at_profile_shapes(tiny_yolo, trt_backend, 
     from yolo_export.backends.tensorrt import CalibrationData
     from yolo_export.data.samples import check_inputs
 
-    ctx = _context(tiny_yolo, trt_backend, tmp_path, dynamic=True, batch=8, calib_images=12)
-    ctx.args["int8"] = True        # set after the argument rules: TensorRT 11 refuses --int8 there (own test)
+    ctx = _context(tiny_yolo, trt_backend, tmp_path, dynamic=True, batch=8)
+    # set after the argument rules: TensorRT 11 refuses --int8 there (own test); --calib-images applies with it only
+    ctx.args.update(int8=True, calib_images=12)
     plan = trt_backend.plan(ctx)
     assert plan.onnx.exists() and plan.onnx.parent.parent == tmp_path and plan.dynamic
     assert (plan.input_name, plan.output_name, plan.chw) == ("images", "output0", (3, IMGSZ, IMGSZ))

@@ -87,7 +87,7 @@ COMMON_OPTIONS: tuple[Option, ...] = (
     Option("device", str, "cpu", "cpu, 0, cuda:0."),
     Option("data", str, None, "Dataset for INT8 calibration and parity checks ('digits' or an ImageFolder root)."),
     Option("fraction", float, None, "Fraction of the dataset's train split to calibrate on.",
-           range=(1e-6, 1.0, "a share of the images")),
+           range=(1e-6, 1.0, "a share of the images"), applies=("int8",)),
     Option("calib", str, None, "INT8 calibration: 'data' (the --data images, the default) or 'synthetic' (noise).",
            choices=("data", "synthetic"), applies=("int8",), recorded=True),
     Option("output", str, None, "Output file, or a folder to write into (default: beside the model).", short="-o"),

@@ -46,6 +46,17 @@ def precision_of(args: dict) -> str:
     return "int8" if args.get("int8") else "fp16" if args.get("half") else "fp32"
 
 
+def _not_applying(o: Option, precision: str) -> str:
+    """The line for option ``o`` given in a ``precision`` export it does not apply to, naming the fix: the flag that
+    selects a precision it applies to (``--calib-images only applies with --int8``), else the one to drop."""
+    flags = {s.precision: s.flag for s in SHARED_OPTIONS if s.precision}
+    if "fp32" not in o.applies and all(p in flags for p in o.applies):
+        need = " or ".join(flags[p] for p in o.applies)
+        return f"{o.flag} only applies with {need}: add {need}, or drop {o.flag}"
+    return (f"{o.flag} only applies to {'/'.join(o.applies)} exports: drop {flags.get(precision, precision)}, "
+            f"or drop {o.flag}")
+
+
 PRECISION_TAGS = {"fp16": "_float16", "int8": "_int8"}
 
 
@@ -301,7 +312,24 @@ class Backend:
             except YoloExportError as e:
                 raise ArgumentError(str(e)) from None
         self.check_args(args)
+        self.refuse_inapplicable(given, args)
         return args
+
+    def refuse_inapplicable(self, given: dict, args: dict) -> None:
+        """The one rule for an option the user set that would do nothing in this export (checked after
+        ``check_args``, which may set the precision: the Edge TPU is int8 without --int8): one declared to apply to
+        other precisions (``applies``: --calib-images without --int8), or a common calibration option (the common
+        options that apply to int8 only) where this format's --int8 quantises the weights only."""
+        prec = precision_of(args)
+        declared = self.declared_options()
+        for name, value in given.items():
+            o = declared.get(name)
+            if o is None or not o.applies or value is None or value is False:
+                continue
+            if prec not in o.applies:
+                raise ArgumentError(_not_applying(o, prec))
+            if o in COMMON_OPTIONS and o.applies == ("int8",) and not self.calibrates:
+                raise ArgumentError(f"{self.name} --int8 quantises the weights only (no calibration): drop {o.flag}")
 
     # -- paths ----------------------------------------------------------------------------------
     def output_path(self, base: Path, args: dict) -> Path:

@@ -264,7 +264,8 @@ def export_kwargs(b, prec: str, m: Matrix) -> tuple[dict | None, str]:
     if prec == "fp16":
         kw["half"] = True
     elif prec == "int8":
-        kw.update(int8=True, data=m.data, calib=None if m.data else "synthetic")
+        # --calib only where --int8 calibrates (MNN, CoreML quantise the weights only): an option must apply
+        kw.update(int8=True, data=m.data, calib=None if m.data or not b.calibrates else "synthetic")
     if "dynamic" in b.args:
         kw.update(dynamic=True, batch=m.batch)
     try:

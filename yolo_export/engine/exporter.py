@@ -100,21 +100,18 @@ def _prepare_model(source_model, device, imgsz: int):
     return model, reference
 
 
-def check_calibration(args: dict, backend=None) -> str | None:
+def check_calibration(args: dict, backend) -> str | None:
     """INT8 needs real calibration images (``--data``) or the explicit ``--calib synthetic`` choice; checked before
     any work. Returns what the result reports: the dataset, ``"synthetic"``, or None without --int8."""
-    calib = args.get("calib")  # one of its declared choices (checked with the other options)
-    if not args.get("int8"):
-        if calib is not None:
-            raise ArgumentError("--calib only applies with --int8")
-        return None
-    if backend is not None and not backend.calibrates:  # 8-bit weights only (MNN, CoreML)
-        if calib is not None:
-            raise ArgumentError(f"{backend.name} --int8 quantises the weights only: it takes no --calib")
+    calib = args.get("calib")  # checked with the other options: a choice, given with a calibrating --int8 only
+    if not args.get("int8") or not backend.calibrates:  # no --int8, or 8-bit weights only (MNN, CoreML)
         return None
     if calib == "synthetic":
         if args.get("data"):
             raise ArgumentError("choose one: --data (calibrate on its images) or --calib synthetic")
+        if args.get("fraction"):
+            raise ArgumentError("--fraction takes a share of --data's images; --calib synthetic uses none: "
+                                "drop --fraction")
         LOGGER.warning("warning: INT8 calibration on generated noise (--calib synthetic): accuracy will suffer; "
                        "pass --data with images like the ones the model sees")
         return "synthetic"
