@@ -133,6 +133,8 @@ def option_spec(opt, formats=(), **overrides) -> tuple[list[str], dict]:
         decls.insert(1, opt.short)
     kw = {"is_flag": True} if opt.type is bool and not opt.default else {} if opt.type is bool else {"type": opt.type}
     help_ = opt.help
+    if options.applies_with(opt):
+        help_ += f" Only with {options.applies_with(opt)}."
     if formats:
         help_ += f" [{', '.join(formats)}]" if len(formats) <= 5 else f" [{len(formats)} formats; 'yexport formats']"
     return decls, {"default": None, "help": help_, **kw, **overrides}

@@ -98,11 +98,25 @@ COMMON_OPTIONS: tuple[Option, ...] = (
 )
 # Options several formats take: a backend lists the ones it takes in its ``options`` (beside its own).
 HALF = Option("half", bool, False, "fp16 weights/compute.", precision="fp16", recorded=True)
-INT8 = Option("int8", bool, False, "8-bit quantisation, calibrated on --data.", precision="int8", recorded=True)
+INT8 = Option("int8", bool, False, "8-bit quantisation: calibrated on --data where the format takes --calib-images, "
+              "else 8-bit weights.", precision="int8", recorded=True)
 DYNAMIC = Option("dynamic", bool, False, "Dynamic batch dimension.", recorded=True)
 CALIB_IMAGES = Option("calib_images", int, 256, "Number of INT8 calibration images.",
                       range=(1, 100_000, "a number of images"), applies=("int8",))
 SHARED_OPTIONS = (HALF, INT8, DYNAMIC, CALIB_IMAGES)
+
+
+PRECISION_FLAGS = {o.precision: o.flag for o in SHARED_OPTIONS if o.precision}   # {"fp16": "--half", ...}
+
+
+def applies_with(o: Option) -> str | None:
+    """When option ``o`` applies, in a user's words: the flag(s) selecting its precisions (``--int8``), or
+    ``fp32 exports``; None when it applies to every precision."""
+    if not o.applies:
+        return None
+    if all(p in PRECISION_FLAGS for p in o.applies):
+        return " or ".join(PRECISION_FLAGS[p] for p in o.applies)
+    return f"{'/'.join(o.applies)} exports"
 
 
 def common(name: str) -> Option:

@@ -49,12 +49,11 @@ def precision_of(args: dict) -> str:
 def _not_applying(o: Option, precision: str) -> str:
     """The line for option ``o`` given in a ``precision`` export it does not apply to, naming the fix: the flag that
     selects a precision it applies to (``--calib-images only applies with --int8``), else the one to drop."""
-    flags = {s.precision: s.flag for s in SHARED_OPTIONS if s.precision}
-    if "fp32" not in o.applies and all(p in flags for p in o.applies):
-        need = " or ".join(flags[p] for p in o.applies)
+    need = options.applies_with(o)
+    if need.startswith("--"):
         return f"{o.flag} only applies with {need}: add {need}, or drop {o.flag}"
-    return (f"{o.flag} only applies to {'/'.join(o.applies)} exports: drop {flags.get(precision, precision)}, "
-            f"or drop {o.flag}")
+    given = options.PRECISION_FLAGS.get(precision, precision)
+    return f"{o.flag} only applies to {need}: drop {given}, or drop {o.flag}"
 
 
 PRECISION_TAGS = {"fp16": "_float16", "int8": "_int8"}
