@@ -61,11 +61,42 @@ class _Tensor:
         return (torch._utils._rebuild_tensor_v2, (self.ref, 0, self.size, (1,), False, collections.OrderedDict()))
 
 
+class _View(_Tensor):
+    """A tensor over ``ref`` with its own strides: stride 0 repeats one element as often as ``size`` asks."""
+
+    def __init__(self, ref, size, stride):
+        super().__init__(ref, size)
+        self.stride = stride
+
+    def __reduce__(self):
+        return (torch._utils._rebuild_tensor_v2, (self.ref, 0, self.size, self.stride, False,
+                                                   collections.OrderedDict()))
+
+
 class _TorchPickler(pickle.Pickler):
     def persistent_id(self, obj):
         if isinstance(obj, _Ref):
-            return ("storage", torch.FloatStorage, obj.key, "cpu", obj.numel)
+            return ("storage", getattr(obj, "stype", torch.FloatStorage), obj.key, "cpu", obj.numel)
         return None
+
+
+def _half_ref(key, numel):
+    ref = _Ref(key, numel)
+    ref.stype = torch.HalfStorage
+    return ref
+
+
+def _memo_put(index: int) -> bytes:
+    """An empty dict stored in memo slot ``index`` (LONG_BINPUT): the unpickler sizes its memo table to the index."""
+    return b"\x80\x02}r" + index.to_bytes(4, "little") + b"."
+
+
+def _copies(times: int, n: int = 100_000) -> bytes:
+    """``set(big_list)`` ``times`` times, the list fetched from the memo each time: a few bytes per copy of it."""
+    body = bytearray(b"\x80\x02cbuiltins\nset\nq\x00(")
+    body += b"".join(b"J" + i.to_bytes(4, "little") for i in range(n)) + b"lq\x010("
+    body += b"h\x00h\x01\x85R" * times + b"l."
+    return bytes(body)
 
 
 def _pkl(obj, protocol=2) -> bytes:
@@ -170,6 +201,17 @@ def build_cases(d: Path, marker: Path) -> dict[str, tuple[Path, str]]:
         "row8_data_pkl_bomb": (_zip(d / "r8c.pt", bytes(100 << 20), deflate={"data.pkl"}), None,
                                r"data.pkl is 104,857,600 bytes, over the limit of 67,108,864 "
                                r"\(set YOLO_EXPORT_MAX_PICKLE_BYTES"),
+        # views and the pickle memo: a few bytes that ask for gigabytes
+        "view_stride_zero": (_zip(d / "v1.pt", _pkl(_ours(state_dict={"model.9.linear.bias": _View(
+            _half_ref("0", 1), (30000, 30000), (0, 0))})), {"0": bytes(2)}), None,
+                             r"tensors together hold more elements than the file has bytes"),
+        "view_one_storage_many_times": (_zip(d / "v2.pt", _pkl(_ours(state_dict={
+            f"w{i}": _View(_half_ref("0", 1 << 16), (1 << 16,), (1,)) for i in range(6000)})),
+            {"0": bytes(2 << 16)}), None, r"tensors together hold more elements than the file has bytes"),
+        "memo_sparse_index": (_zip(d / "m1.pt", _memo_put(1 << 30)), None, r"memo slot 1,073,741,824 before slot 0"),
+        "pickle_empty_sets": (_zip(d / "m2.pt", b"\x80\x04" + b"\x8f" * (8 << 20) + b"."), None,
+                              r"YOLO_EXPORT_MAX_PICKLE_ITEMS"),
+        "pickle_memo_copies": (_zip(d / "m3.pt", _copies(1000)), None, r"YOLO_EXPORT_MAX_PICKLE_ITEMS"),
         # already safe: globals that run code, in every pickle spelling
         "eval": (_zip(d / "s1.pt", pickle.dumps(_Cmd(eval, f"__import__('os').system('{touch}')"))), None,
                  r"refused.*builtins\.eval"),
@@ -319,7 +361,9 @@ def hostile(tmp_path_factory):
 
 CASE_NAMES = ["row1_bare_pickle_eocd", "row1_legacy_torch_save", "row1_legacy_tar", "row2_torchscript_as_pt",
               "row6_shared_refs_metrics", "row6_deep_train_args", "row7_nc_300000", "row7_width_64",
-              "row8_deflate_bomb_record", "row8_declared_storage_too_big", "row8_data_pkl_bomb", "eval", "exec",
+              "row8_deflate_bomb_record", "row8_declared_storage_too_big", "row8_data_pkl_bomb",
+              "view_stride_zero", "view_one_storage_many_times", "memo_sparse_index", "pickle_empty_sets",
+              "pickle_memo_copies", "eval", "exec",
               "getattr_chain", "protocol4_stack_global", "inst_opcode", "obj_opcode", "ext_opcode",
               "copyreg_reconstructor", "unknown_reference_global", "numpy_object_array", "numpy_huge_reconstruct",
               "tensor_hook_payload", "torch_load_global", "reference_model_with_payload"]

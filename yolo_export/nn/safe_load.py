@@ -9,12 +9,17 @@ their code). Instead:
    records and torch's small bookkeeping entries, nothing else (a TorchScript program, with ``constants.pkl`` or
    ``code/``, is refused as code); every entry must lie inside the file, storage records must be stored
    uncompressed (torch never compresses them), and ``data.pkl`` must fit the pickle budget;
-3. ``data.pkl`` is unpickled by a ``pickle.Unpickler`` whose ``find_class`` is the caller's allow-list;
-4. each storage a tensor asks for is checked against its record's size, and all of them together against the
-   file's size, before its memory is allocated.
+3. ``data.pkl``'s opcodes are walked first without building anything (``scan_pickle``): a memo slot far beyond
+   the ones in use (the unpickler sizes its memo table to the index) is refused, and the items the unpickler would
+   make, counting every copy a call or BUILD makes of a container fetched from the memo, against ``PICKLE_ITEMS``;
+4. ``data.pkl`` is unpickled by a ``pickle.Unpickler`` whose ``find_class`` is the caller's allow-list;
+5. each storage a tensor asks for is checked against its record's size, and all of them together against the
+   file's size, before its memory is allocated; the tensors viewing those storages together may hold no more
+   elements than the file has bytes (a stride-0 or repeated view would otherwise be materialised by ``.float()``).
 
 Budgets (``yolo_export.limits.Budget``: the error names the variable that raises them): ``PICKLE_BYTES`` (size of
-``data.pkl``) and ``ITEMS`` (items walked in the plain data of a checkpoint).
+``data.pkl``), ``PICKLE_ITEMS`` (what unpickling it builds) and ``ITEMS`` (items walked in the plain data of a
+checkpoint).
 """
 
 from __future__ import annotations
@@ -24,13 +29,16 @@ import re
 import zipfile
 from pathlib import Path
 
-from yolo_export.errors import CheckpointError
+from yolo_export.errors import CheckpointError, YoloExportError
 from yolo_export.limits import Budget
 
 # Our data.pkl is a few kB, a reference checkpoint's ~0.2 MB (the weights are separate records).
 PICKLE_BYTES = Budget("YOLO_EXPORT_MAX_PICKLE_BYTES", 64 << 20, "bytes")
 # names + yaml + train args + metrics of a real checkpoint: a few hundred items (22k class names: 44k).
 ITEMS = Budget("YOLO_EXPORT_MAX_CHECKPOINT_ITEMS", 100_000, "items")
+# Opcodes of data.pkl plus the items calls copy: a reference yolov8x-cls ~40k, with 22k class names ~90k. One item
+# costs the unpickler at most ~250 bytes (an empty set), so the default bounds its memory near 250 MB.
+PICKLE_ITEMS = Budget("YOLO_EXPORT_MAX_PICKLE_ITEMS", 1_000_000, "items")
 
 ZIP_MAGIC = b"PK\x03\x04"
 MAX_ENTRIES = 100_000
@@ -136,6 +144,7 @@ class _Storages:
         self.path, self.zf, self.prefix = path, zf, prefix
         self.loaded: dict[str, object] = {}
         self.budget = path.stat().st_size  # all storages together cannot be larger than the file holding them
+        self.elements = path.stat().st_size  # nor can the tensors viewing them hold more elements than it has bytes
 
     def __call__(self, pid):
         import torch
@@ -173,6 +182,20 @@ class _Storages:
         self.loaded[key] = st
         return st
 
+    def rebuild_tensor(self, storage, storage_offset, size, stride, *rest):
+        """``torch._utils._rebuild_tensor_v2``, once the tensor's element count fits what is left of the file."""
+        import math
+
+        import torch
+
+        if not isinstance(size, (tuple, list)) or not all(type(n) is int and n >= 0 for n in size):
+            raise CheckpointError(f"{self.path}: malformed tensor size {size!r:.60} in data.pkl")
+        self.elements -= math.prod(size)
+        if self.elements < 0:
+            raise CheckpointError(f"{self.path}: its tensors together hold more elements than the file has bytes "
+                                  "(views that repeat a storage); refused before allocating")
+        return torch._utils._rebuild_tensor_v2(storage, storage_offset, size, stride, *rest)
+
 
 def read_torch_zip(path: str | Path, unpickler_cls: type[pickle.Unpickler]):
     """Unpickle a checked torch zip archive with ``unpickler_cls`` (its ``find_class`` is the allow-list)."""
@@ -181,7 +204,7 @@ def read_torch_zip(path: str | Path, unpickler_cls: type[pickle.Unpickler]):
     with zf:
         try:
             return _unpickle(path, zf, prefix, unpickler_cls)
-        except CheckpointError:
+        except YoloExportError:
             raise
         except RecursionError:
             raise CheckpointError(f"{path}: data.pkl nests too deeply") from None
@@ -200,12 +223,97 @@ def _unpickle(path: Path, zf: zipfile.ZipFile, prefix: str, unpickler_cls):
         with zf.open(order) as f:
             if f.read(16).strip() not in (b"little", b""):
                 raise CheckpointError(f"{path}: a big-endian checkpoint is not supported")
+    import torch
+
     limit = zf.getinfo(prefix + "data.pkl").file_size
     with zf.open(prefix + "data.pkl") as f:
         data = f.read(limit + 1)
-    up = unpickler_cls(io.BytesIO(data))
-    up.persistent_load = _Storages(path, zf, prefix)
+    scan_pickle(data, path)
+    storages = _Storages(path, zf, prefix)
+    rebuild = torch._utils._rebuild_tensor_v2
+
+    class Checked(unpickler_cls):
+        def find_class(self, module, name):  # the caller's allow-list decides; an admitted tensor rebuild is checked
+            found = super().find_class(module, name)
+            return storages.rebuild_tensor if found is rebuild else found
+
+    up = Checked(io.BytesIO(data))
+    up.persistent_load = storages
     return up.load()
+
+
+class _Cell:
+    """What the scan knows of one object the unpickler would build: its length (items, characters or bytes) and,
+    for a tuple, its members (a call's arguments)."""
+
+    __slots__ = ("n", "kids")
+
+    def __init__(self, n: int = 0, kids: list | None = None):
+        self.n, self.kids = n, kids
+
+
+_MARK, _LEAF = _Cell(), _Cell()      # a MARK on the stack; any scalar (never grown, never copied from)
+_PUTS = {"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"}
+_GETS = {"GET", "BINGET", "LONG_BINGET"}
+_GROW = {"APPEND": 1, "APPENDS": 1, "SETITEM": 2, "SETITEMS": 2, "ADDITEMS": 1}   # items per stack entry
+_CALLS = {"REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD", "OBJ", "INST"}            # may copy what they are given
+
+
+def scan_pickle(data: bytes, where) -> int:
+    """Walk ``data``'s opcodes without building anything; the items the unpickler would make, within
+    ``PICKLE_ITEMS``. A call or BUILD is charged the length of every container it is handed (fetched from the memo,
+    one list can be handed to a thousand ``set(...)`` calls); a memo slot beyond the next free one is refused."""
+    import pickletools
+
+    limit, items = PICKLE_ITEMS.limit, 0
+    stack: list[_Cell] = []
+    memo: dict[int, _Cell] = {}
+    for op, arg, _pos in pickletools.genops(data):
+        items += 1
+        name = op.name
+        if name in _PUTS:
+            slot = len(memo) if name == "MEMOIZE" else arg
+            if slot > len(memo):
+                raise CheckpointError(f"{where}: data.pkl stores memo slot {slot:,} before slot {len(memo):,} "
+                                      "exists (the unpickler would size its memo table to it); refused")
+            memo[slot] = stack[-1] if stack else _LEAF
+        elif name in _GETS:
+            stack.append(memo.get(arg, _LEAF))
+        elif not op.stack_before and op.stack_after == [pickletools.anyobject]:   # a scalar, a global
+            stack.append(_Cell(len(arg)) if isinstance(arg, (str, bytes)) else _LEAF)
+        else:
+            items += _step(op, arg, stack)
+        if items > limit:
+            PICKLE_ITEMS.check(items, "what data.pkl builds", where)
+    return items
+
+
+def _step(op, arg, stack: list) -> int:
+    """Apply one container, call or stack opcode to the scan's stack; the items it copies."""
+    import pickletools
+
+    if op.name in ("MARK", "DUP"):
+        stack.append(_MARK if op.name == "MARK" else (stack[-1] if stack else _LEAF))
+        return 0
+    before, marked = op.stack_before, []
+    if pickletools.markobject in before:
+        while stack and stack[-1] is not _MARK:
+            marked.append(stack.pop())
+        if stack:
+            stack.pop()
+        marked.reverse()
+        before = before[:before.index(pickletools.markobject)]
+    below = [stack.pop() if stack else _LEAF for _ in before][::-1]
+    if op.name in _GROW:
+        grown = below[0] if below and below[0] not in (_LEAF, _MARK) else _Cell()
+        grown.n += (len(marked) or len(below) - 1) // _GROW[op.name]
+        stack.append(grown)
+        return 0
+    copied = sum(c.n + sum(k.n for k in c.kids or ()) for c in below[1:] + marked) if op.name in _CALLS else 0
+    n = len(arg) if isinstance(arg, (str, bytes)) else len(marked) // (2 if op.name == "DICT" else 1)
+    for _ in op.stack_after:
+        stack.append(_Cell(n + copied, marked or below if "TUPLE" in op.name else None))
+    return copied
 
 
 class ItemCounter:
