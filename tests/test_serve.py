@@ -432,3 +432,77 @@ def test_a_slow_body_gets_408_and_frees_its_slot(onnx_model):
     code = subprocess.run([sys.executable, "-m", "yolo_export", "serve", str(onnx_model), "--port", "70000"],
                           capture_output=True, text=True, timeout=60)
     assert code.returncode == 2 and "--port must be between 0 and 65535" in code.stderr
+
+
+# ------------------------------------------------------------------------------ the HTTP layer under attack
+def _raw(port: int, head: bytes, body=b"", rcvbuf: int | None = None) -> socket.socket:
+    """A connection that sent ``head`` and all of ``body`` (blocking until the server took it) and reads nothing."""
+    c = socket.socket()
+    if rcvbuf:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    c.settimeout(60)
+    c.connect(("127.0.0.1", port))
+    c.sendall(head + body)
+    return c
+
+
+def _answer(raw: bytes) -> tuple[int, dict, dict]:
+    """(status, headers, JSON body) of the one answer in ``raw``."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, json.loads(body)
+
+
+def _chunked(data: bytes, size: int = 65536) -> bytes:
+    parts = [b"%x\r\n%s\r\n" % (len(data[i:i + size]), data[i:i + size]) for i in range(0, len(data), size)]
+    return b"".join(parts) + b"0\r\n\r\n"
+
+
+def test_oversized_uploads_are_413_unread_and_readable(onnx_model):
+    """A Content-Length over --max-upload-mb is answered 413 from the header, before any body byte (even with
+    Expect: 100-continue, which gets no 100), with connection: close, and the slot goes back at once: with
+    --max-concurrency 1, two such connections that never send their body do not stop the next request. A client
+    that sends its whole body before reading (chunked, or declared) reads the 413, not a reset connection."""
+    s = Server(onnx_model, "--max-concurrency", "1", "--max-upload-mb", "1")
+    try:
+        held = []
+        for expect in (b"Expect: 100-continue\r\n", b""):
+            c = _raw(s.port, b"POST /predict HTTP/1.1\r\nHost: x\r\n%sContent-Length: 104857600\r\n\r\n" % expect)
+            status, headers, doc = _answer(_read_until_closed(c))
+            assert (status, headers["connection"]) == (413, "close") and is_error_doc(doc, "LimitError"), doc
+            assert "104857600 bytes is over the limit of 1 MB" in doc["error"]
+            held.append(c)  # still open, body never sent
+        assert post(s.url + "/predict", content=jpeg()).status_code == 200
+        big = b"\xff" * (24 * 2**20)  # far over the limit and the socket buffers: a plain close would reset it
+        for head, body in ((b"Transfer-Encoding: chunked\r\n", _chunked(big)),
+                           (b"Content-Length: %d\r\n" % len(big), big)):
+            c = _raw(s.port, b"POST /predict HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n", body)
+            status, headers, doc = _answer(_read_until_closed(c))
+            c.close()
+            assert (status, headers["connection"]) == (413, "close") and is_error_doc(doc, "LimitError"), doc
+        for c in held:
+            c.close()
+        assert post(s.url + "/predict", content=jpeg()).status_code == 200
+        assert s.proc.poll() is None
+    finally:
+        s.stop()
+
+
+def test_header_and_trailer_floods_are_431_and_memory_stays_bounded(server):
+    """The parser keeps every header until the head ends: 16 MB of headers (or of a chunked body's trailers) get
+    431 and the error document after 64 KB, and the server's memory does not grow by what was sent."""
+    line = b"X-Flood: " + b"a" * 1013 + b"\r\n"
+    rss0 = server.rss_mb()
+    for head in (b"GET /health HTTP/1.1\r\nHost: x\r\n",
+                 b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"):
+        c = _raw(server.port, head, line * 16384)
+        status, headers, doc = _answer(_read_until_closed(c))
+        c.close()
+        assert (status, headers["connection"]) == (431, "close") and is_error_doc(doc, "LimitError"), doc
+    assert server.rss_mb() - rss0 < 16  # 32 MB were sent
+    c = _raw(server.port, b"NOT HTTP AT ALL\r\n\r\n")
+    status, _, doc = _answer(_read_until_closed(c))
+    c.close()
+    assert status == 400 and is_error_doc(doc, "ArgumentError"), doc
+    assert post(server.url + "/predict", content=jpeg()).status_code == 200

@@ -426,8 +426,9 @@ def mark_ready(cfg: ServeConfig, svc: ModelService) -> None:
 # ------------------------------------------------------------------------------ the ASGI guard
 class Guard:
     """Pure ASGI middleware in front of the app: the concurrency cap and the body limit (both before the body is
-    read), and the request counters. A body declared too large is drained (up to 8x the limit, never kept) so the
-    client can read the answer instead of seeing a reset connection."""
+    read), and the request counters. A body declared too large (Content-Length) is answered 413 at once, unread,
+    with ``connection: close``, and its slot goes back; a chunked body is read up to the limit, then the same. On
+    uvicorn, ``serve_http.ServeHTTP`` stages that close, so the client reads the answer instead of a reset."""
 
     def __init__(self, app, cfg: ServeConfig, metrics: Metrics, predict=None):
         self.app, self.metrics, self.predict = app, metrics, predict
@@ -469,9 +470,7 @@ class Guard:
             try:
                 declared = dict(scope.get("headers") or []).get(b"content-length")
                 if declared is not None and declared.isdigit() and int(declared) > self.limit:
-                    await asyncio.wait_for(self._drain(receive, min(int(declared), 8 * self.limit)),
-                                           self.body_timeout)
-                    return await self._refuse(send, int(declared))
+                    return await self._refuse(send, int(declared))  # unread: the slot goes back at once
                 body = await asyncio.wait_for(self._read(receive), self.body_timeout)
             except asyncio.TimeoutError:   # slowloris: the slot goes back, the client gets one line
                 err = LimitError(f"request body not received within {self.body_timeout:g} s")
@@ -496,16 +495,6 @@ class Guard:
             if len(body) > self.limit:
                 break
         return body
-
-    async def _drain(self, receive, cap):
-        got = 0
-        while got < cap:
-            msg = await receive()
-            if msg["type"] != "http.request":
-                return
-            got += len(msg.get("body", b""))
-            if not msg.get("more_body", False):
-                return
 
     async def _refuse(self, send, size):
         mb = self.limit / 2**20
@@ -708,6 +697,16 @@ def check_port(host: str, port: int) -> None:
         raise NotAvailable(f"cannot listen on {host}:{port}: {(e.strerror or str(e)).lower()}") from None
 
 
+def http_protocol(cfg: ServeConfig):
+    """uvicorn's HTTP/1.1 protocol with staged close, a header budget and a write-stall limit (``serve_http``); a
+    ``partial`` of a module-level class, so that ``--replicas`` workers receive it too."""
+    from functools import partial
+
+    from yolo_export.serve_http import ServeHTTP
+
+    return partial(ServeHTTP, timeout=cfg.body_timeout_s, error_doc=error_doc)
+
+
 def serve(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000, replicas: int = 1,
           log_level: str = "warning") -> None:
     """Run the app on uvicorn until SIGINT/SIGTERM (in-flight requests finish first)."""
@@ -719,7 +718,8 @@ def serve(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000, replicas:
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler found at start: a no-op one
     # here, so a clean shutdown exits 0.
     signal.signal(signal.SIGTERM, lambda *_: None)
-    kw = {"host": host, "port": port, "log_level": log_level, "access_log": False, "timeout_graceful_shutdown": 30}
+    kw = {"host": host, "port": port, "log_level": log_level, "access_log": False, "timeout_graceful_shutdown": 30,
+          "ws": "none", "http": http_protocol(cfg)}
     if replicas <= 1:
         uvicorn.run(build_app(cfg), **kw)
         return
