@@ -52,6 +52,29 @@ def test_digits_materialised_once_with_fixed_split(tmp_path, monkeypatch):
     assert not [p for p in root.parent.iterdir() if p.name.startswith(".digits")]  # no temp dirs left
 
 
+def test_digits_finished_by_another_process_meanwhile_is_kept(tmp_path, monkeypatch):
+    """Two processes (DDP ranks, test workers) building digits at once: the one that finishes second keeps the
+    first one's complete copy (another process may be reading it) instead of replacing it."""
+    import sklearn.datasets
+
+    from yolo_export.data import datasets
+
+    monkeypatch.setenv("YOLO_EXPORT_CACHE", str(tmp_path / "cache"))
+    real = sklearn.datasets.load_digits
+
+    def other_process_finishes_first():
+        final = datasets.digits_dir()
+        (final / "train" / "0").mkdir(parents=True)
+        (final / "train" / "0" / "in-use.png").write_bytes(b"theirs")
+        (final / ".complete").write_text(datasets.DIGITS_VERSION)
+        return real()
+
+    monkeypatch.setattr(sklearn.datasets, "load_digits", other_process_finishes_first)
+    root = datasets.materialise_digits()
+    assert (root / "train" / "0" / "in-use.png").read_bytes() == b"theirs"
+    assert not [p for p in root.parent.iterdir() if p.name.startswith(".digits")]  # no temp dirs left
+
+
 def test_missing_split_and_bad_roots(tmp_path):
     from yolo_export.data.datasets import ClassificationDataset, resolve_dataset
 

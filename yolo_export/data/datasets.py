@@ -88,6 +88,8 @@ def materialise_digits() -> Path:
             "scikit-learn's handwritten digits (sklearn.datasets.load_digits): 1,797 8x8 greyscale images, "
             "10 classes.\nSplit: sample i goes to val/ when i % 5 == 4, else train/.\n")
         (tmp / ".complete").write_text(DIGITS_VERSION)
+        if stamp.exists() and stamp.read_text().strip() == DIGITS_VERSION:
+            return final  # another process (a second DDP rank, a test worker) finished first: never replace its copy
         if final.exists():  # an old or incomplete copy: replace it as a whole
             old = final.with_name(f".digits.old-{os.getpid()}")
             os.replace(final, old)
