@@ -147,8 +147,8 @@ def write_floors(recs: list[dict], floors: dict[str, int]) -> int:
 def _verdict(r: dict) -> str:
     if r.get("blind"):
         return f"BELOW FLOOR {r['floor']}" if r["floor"] is not None and r["cov"] is not None else "NO FLOOR CHECK"
-    if not r["finding"]:
-        return "ok"
+    if not r["finding"]:   # --max-time is a backstop: a run it cut short is reported, and still held to the floor
+        return "ok" if r["runs"] >= r["requested"] else f"ok (cut short by --max-time: {r['runs']} runs)"
     return f"FINDING (pending: {PENDING[r['target']]})" if r["target"] in PENDING else "FINDING"
 
 
