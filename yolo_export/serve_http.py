@@ -11,6 +11,9 @@
 - **header budget**: a request's head (request line and headers), and the trailers of a chunked body, are at most
   ``MAX_HEAD`` bytes, else 431 with the error document and a staged close. The parser keeps every header (trailers
   too) until the message ends, so without it one connection could grow the server by as much as it sends;
+- **pipelining**: at most ``MAX_PIPELINE`` requests are parsed ahead of the one being answered (uvicorn parses
+  all it has read and resumes reading after every answer: one connection of tiny pipelined requests, ~2 KB of
+  server memory each, grew the server by gigabytes); the rest stay in the socket, where TCP slows the client down;
 - **write stall**: a client that does not read its answers (pipelined requests, never read) stalls the answer once
   the socket's buffers are full; after ``timeout`` seconds stalled the connection is dropped, so the request's slot
   goes back.
@@ -28,10 +31,13 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from yolo_export.errors import ArgumentError, LimitError
 
-MAX_HEAD = 64 * 1024   # bytes of request line + headers
-HEAD_SLICE = 8 * 1024  # while a head is being parsed, data is fed in slices this big: the count is exact to one slice
-# Head accounting needs the parser's callbacks, which only the httptools protocol has; the h11 one has its own cap.
-COUNTS_HEAD = hasattr(AutoHTTPProtocol, "on_headers_complete")
+MAX_HEAD = 64 * 1024  # bytes of request line + headers
+MAX_PIPELINE = 16     # pipelined requests parsed ahead of the one being answered; the rest wait, unread
+SLICE = 2048          # outside a body of known length, data is fed in slices this big: the head count is exact to
+                      # a slice, and at most a slice of requests is parsed past MAX_PIPELINE
+# Both need the parser's callbacks, which only the httptools protocol has; the h11 one caps its head itself and
+# parses one request at a time.
+PARSES_HERE = hasattr(AutoHTTPProtocol, "on_headers_complete")
 
 
 def _plain_doc(err: BaseException) -> bytes:
@@ -54,6 +60,12 @@ class StagedClose:
     def is_closing(self) -> bool:
         return self._protocol.lingering or self._transport.is_closing()
 
+    def pause_reading(self) -> None:
+        self._protocol.want_reading(False)
+
+    def resume_reading(self) -> None:
+        self._protocol.want_reading(True)
+
     def write(self, data) -> None:
         # A pipelined request's cycle is not told when the connection drops (only the newest cycle is): its answer
         # goes nowhere instead of raising in the app.
@@ -67,7 +79,8 @@ class ServeHTTP(AutoHTTPProtocol):
         self.timeout, self.error_doc = float(timeout), error_doc
         self.raw = None
         self.lingering = self.shutting_down = False
-        self.in_head, self.head_bytes = True, 0
+        self.in_head, self.head_bytes, self.body_left = True, 0, None
+        self.wants_reading, self.backlog = True, b""
         self._linger_timer = self._stall_timer = None
 
     # ------------------------------------------------------------------ connection
@@ -110,22 +123,53 @@ class ServeHTTP(AutoHTTPProtocol):
         super().shutdown()
 
     # ------------------------------------------------------------------ reading
+    def want_reading(self, on: bool) -> None:
+        """uvicorn's own pause/resume: reading goes on only if it wants it and the pipeline has room."""
+        self.wants_reading = on
+        self._apply_reading()
+
+    def _apply_reading(self) -> None:
+        if self.lingering or self.raw.is_closing():
+            return
+        queued = len(getattr(self, "pipeline", ()))
+        if self.wants_reading and not self.backlog and queued < MAX_PIPELINE:
+            self.raw.resume_reading()
+        else:
+            self.raw.pause_reading()
+
     def data_received(self, data) -> None:
         if self.lingering:
             return None  # the answer is out; what the client still sends is dropped
-        if not (COUNTS_HEAD and self.in_head):
+        if not PARSES_HERE:
             return super().data_received(data)
+        had_backlog = bool(self.backlog)
+        if had_backlog:
+            data, self.backlog = self.backlog + bytes(data), b""
         view = memoryview(data)
-        while view and self.in_head and not self.transport.is_closing():
-            part, view = view[:HEAD_SLICE], view[HEAD_SLICE:]
+        while view and not self.transport.is_closing():
+            if len(self.pipeline) >= MAX_PIPELINE:  # uvicorn would parse every request it has read
+                self.backlog = bytes(view)
+                return self._apply_reading()
+            n = self.body_left if not self.in_head and self.body_left and not self.pipeline else SLICE
+            part, view = view[:n], view[n:]
             super().data_received(part)
             if self.in_head:
                 self.head_bytes += len(part)
                 if self.head_bytes > MAX_HEAD:
                     return self._refuse_head()
-        if view and not self.transport.is_closing():
-            super().data_received(view)
+        if had_backlog:
+            self._apply_reading()
         return None
+
+    def _feed_backlog(self) -> None:
+        if self.backlog and not self.transport.is_closing():
+            self.data_received(b"")
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.backlog:
+            self.loop.call_soon(self._feed_backlog)
+        self._apply_reading()
 
     def on_message_begin(self) -> None:
         self.in_head, self.head_bytes = True, 0
@@ -133,6 +177,9 @@ class ServeHTTP(AutoHTTPProtocol):
 
     def on_headers_complete(self) -> None:
         self.in_head = False
+        declared = [v for k, v in self.headers if k == b"content-length"]
+        chunked = any(k == b"transfer-encoding" for k, _ in self.headers)
+        self.body_left = int(declared[0]) if len(declared) == 1 and declared[0].isdigit() and not chunked else None
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -144,6 +191,8 @@ class ServeHTTP(AutoHTTPProtocol):
 
     def on_body(self, body: bytes) -> None:
         self.in_head, self.head_bytes = False, 0
+        if self.body_left is not None:
+            self.body_left -= len(body)
         super().on_body(body)
 
     def _refuse_head(self) -> None:
