@@ -92,9 +92,8 @@ class CoreMLBackend(Backend, name="coreml", aliases=("mlpackage", "mlmodel"), ti
             raise ArgumentError("coreml export traces on the CPU; drop --device")
 
     def runtime_available(self):
-        miss = self.missing()
-        if miss:
-            return False, f"needs the '{self.extra}' extra (missing {', '.join(miss)})"
+        if self.missing():
+            return False, f"needs the '{self.extra}' extra ({self.missing_detail()})"
         if platform.system() != "Darwin":
             return False, MACOS_ONLY
         return True, ""

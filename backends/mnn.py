@@ -98,7 +98,8 @@ class MNNRunner(Runner):
 
 @register
 class MNNBackend(Backend, name="mnn", title="MNN", order=100, suffix=".mnn", extra="mnn", builds_on="onnx",
-                 requires=("MNN", "_tools", "onnx", "onnxruntime"), options=(HALF, INT8, DYNAMIC, SIMPLIFY)):
+                 requires=("MNN", "_tools", "onnx", "onnxruntime"), packages={"_tools": "MNN"},  # its converter
+                 options=(HALF, INT8, DYNAMIC, SIMPLIFY)):
 
     def runtime_available(self):
         from importlib.util import find_spec
@@ -112,7 +113,7 @@ class MNNBackend(Backend, name="mnn", title="MNN", order=100, suffix=".mnn", ext
 
         ok, why = self.runtime_available()
         if not ok:
-            raise MissingDependency("running an MNN model", self.extra, "missing MNN")
+            raise MissingDependency("running MNN models", self.extra, "missing MNN")
 
     def check_args(self, args):
         super().check_args(args)

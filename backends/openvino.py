@@ -95,7 +95,7 @@ class OpenVINOBackend(Backend, name="openvino", aliases=("ov",), title="OpenVINO
         if args.get("int8") and self.missing(int8=True):
             from yolo_export.errors import MissingDependency
 
-            raise MissingDependency("OpenVINO --int8 export", self.extra, "missing nncf")
+            raise MissingDependency("OpenVINO --int8 export", self.extra, self.missing_detail(self.missing(int8=True)))
 
     def export(self, ctx):
         import openvino as ov

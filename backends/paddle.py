@@ -116,7 +116,8 @@ def _quiet_x2paddle(save_dir: Path):
 @register
 class PaddleBackend(Backend, name="paddle", aliases=("paddlepaddle",), title="PaddlePaddle", order=50,
                     suffix="_paddle_model", is_dir=True, content=("*.pdiparams",), extra="paddle",
-                    requires=("paddle", "x2paddle", "six", "requests"), dists=("paddlepaddle",)):
+                    requires=("paddle", "x2paddle", "six", "requests"), dists=("paddlepaddle",),
+                    packages={"paddle": "paddlepaddle"}):
 
     def check_args(self, args):
         super().check_args(args)
@@ -124,18 +125,15 @@ class PaddleBackend(Backend, name="paddle", aliases=("paddlepaddle",), title="Pa
             raise ArgumentError("paddle exports and runs on the CPU here; drop --device")
 
     def runtime_available(self):
-        miss = [m for m in ("paddle",) if m in self.missing()]
-        if miss:
-            return False, f"needs the '{self.extra}' extra (missing paddle)"
+        if "paddle" in self.missing():
+            return False, f"needs the '{self.extra}' extra ({self.missing_detail(['paddle'])})"
         return True, ""
 
     def require_runtime(self):
-        from importlib.util import find_spec
-
-        if find_spec("paddle") is None:
+        if "paddle" in self.missing():
             from yolo_export.errors import MissingDependency
 
-            raise MissingDependency("running a PaddlePaddle model", self.extra, "missing paddle")
+            raise MissingDependency("running PaddlePaddle models", self.extra, self.missing_detail(["paddle"]))
 
     def export(self, ctx):
         import torch

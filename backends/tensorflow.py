@@ -31,6 +31,12 @@ from yolo_export.registry import CALIB_IMAGES, HALF, INT8, Backend, Runner, regi
 
 TF_REQUIRES = ("tensorflow", "onnx2tf", "tf_keras", "onnx", "onnxruntime", "onnx_graphsurgeon", "sng4onnx",
                "sne4onnx", "psutil")
+# The packages the extras leave out (they declare the full `tensorflow`): installed with --no-deps, as the README
+# says; and the import names whose package is spelt otherwise.
+NO_DEPS = {"onnx2tf": "onnx2tf", "tf_keras": "tf-keras", "tensorflow_hub": "tensorflow-hub",
+           "tensorflowjs": "tensorflowjs"}
+TF_PACKAGES = {**NO_DEPS, "tensorflow": "tensorflow-cpu", "onnx_graphsurgeon": "onnx-graphsurgeon",
+               "ai_edge_litert": "ai-edge-litert"}
 GRAPH_META_NODE = "yolo_export_metadata"
 TFLITE_META = "metadata.json"
 EDGETPU_INSTALL = ("install the Edge TPU compiler (x86-64 Linux: add Coral's apt repository "
@@ -136,13 +142,26 @@ class SavedModelRunner(Runner):
         return next(iter(out.values())).numpy()
 
 
+def no_deps_detail(backend, names: list[str] | None) -> str:
+    """``missing X, Y`` for a TensorFlow-family format, saying how the packages the extra leaves out go in."""
+    miss = backend.missing() if names is None else names
+    text = Backend.missing_detail(backend, miss)
+    left_out = [NO_DEPS[m] for m in miss if m in NO_DEPS]
+    if left_out:
+        text += f"; then {', '.join(left_out)} with pip install --no-deps: README, 'The TensorFlow family'"
+    return text
+
+
 class _TFBase(Backend, extra="tensorflow", requires=TF_REQUIRES, dists=("tensorflow-cpu", "tensorflow"),
-              layout="NHWC", family="tensorflow"):
+              layout="NHWC", family="tensorflow", packages=TF_PACKAGES):
+    def missing_detail(self, names=None):
+        return no_deps_detail(self, names)
+
     def require_runtime(self):
         if importlib_missing("tensorflow"):
             from yolo_export.errors import MissingDependency
 
-            raise MissingDependency(f"running a {self.title} model", self.extra, "missing tensorflow")
+            raise MissingDependency(f"running {self.title} models", self.extra, self.missing_detail(["tensorflow"]))
 
 
 def importlib_missing(*mods: str) -> list[str]:
@@ -370,7 +389,8 @@ class TFLiteBackend(_TFBase, name="tflite", aliases=("litert",), title="TFLite",
         if not ok:
             from yolo_export.errors import MissingDependency
 
-            raise MissingDependency(f"running a {self.title} model", self.extra, "missing ai_edge_litert")
+            raise MissingDependency(f"running {self.title} models", self.extra,
+                                    self.missing_detail(["ai_edge_litert"]))
 
     def export(self, ctx):
         from yolo_export.utils import LOGGER

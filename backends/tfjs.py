@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from yolo_export.errors import FileError, NotAvailable, YoloExportError
+from yolo_export.backends.tensorflow import TF_PACKAGES, no_deps_detail
 from yolo_export.registry import HALF, INT8, Backend, Runner, register
 
 RUNNER_JS = Path(__file__).with_name("tfjs_runner.js")
@@ -194,7 +195,11 @@ class TfjsBackend(Backend, name="tfjs", aliases=("web", "tensorflowjs"), title="
                   suffix="_web_model", is_dir=True, content=("model.json", "*.bin"), layout="NHWC",
                   extra="tfjs", requires=("tensorflow", "onnx2tf", "tf_keras", "tensorflowjs", "tensorflow_hub", "jax",
                                           "pkg_resources"), dists=("tensorflowjs",),
+                  packages={**TF_PACKAGES, "pkg_resources": "setuptools<81"},
                   builds_on="saved_model", options=(HALF, INT8)):
+    def missing_detail(self, names=None):
+        return no_deps_detail(self, names)
+
     def runtime_available(self):
         return node_status()
 

@@ -233,3 +233,41 @@ def test_benchmark_passes_only_options_that_apply(tmp_path, data):
             for k, v in kw.items():
                 if v is not None and v is not False and declared[k].applies:
                     assert prec in declared[k].applies or (b.name == "edgetpu"), (b.name, prec, k)
+
+
+def test_missing_packages_are_named_as_users_install_them(monkeypatch):
+    """Where an extra is absent, `yexport formats` and the export's error name the packages a user installs (from
+    the pyproject's extras, or the README's --no-deps TensorFlow step), never an internal import name (`_tools`)."""
+    import importlib.util
+    import re
+    import tomllib
+
+    from yolo_export.errors import MissingDependency
+
+    def norm(req):
+        return re.split(r"[<>=!~;\[ ]", req.strip("\"'"), maxsplit=1)[0].lower().replace("_", "-")
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    installable = {norm(r) for reqs in extras.values() for r in reqs}
+    installable |= {norm(w) for w in (ROOT / ".ci" / "install_tf.sh").read_text().split() if "==" in w}
+    blocked = {m.split(".")[0] for b in registry.all_backends() for m in b.requires} - {"torch"}
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name.split(".")[0] in blocked else real(name, *a, **k))
+    checked = 0
+    for b in registry.all_backends():
+        if not b.missing():
+            continue
+        ok, why = b.is_available()
+        found = re.search(r"\(missing ([^;)]*)", why)
+        if found is None:          # a format whose first need is not a package (TensorRT: an NVIDIA GPU)
+            continue
+        named = [n.strip() for n in found.group(1).split(",")]
+        assert not ok and all(norm(n) in installable for n in named), (b.name, why)
+        assert len(named) == len(set(named)) and not any(n.startswith("_") for n in named), (b.name, why)
+        with pytest.raises(MissingDependency) as e:
+            b.require_export()
+        assert found.group(0) in str(e.value) and f'pip install "yolo-export[{b.extra}]"' in str(e.value)
+        checked += 1
+    assert checked >= 10
+    assert registry.get("mnn").is_available()[1] == "needs the 'mnn' extra (missing MNN, onnx, onnxruntime)"

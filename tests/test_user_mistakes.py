@@ -407,3 +407,20 @@ def test_val_output_is_checked_before_any_work(cli, pt_copy, tmp_path, monkeypat
     got, out, err = cli("val", "--model", pt_copy, "--data", "digits", "--output", tmp_path / name)
     assert got == code and words in one_line(err)
     assert kept(before) == []
+
+
+@needs("onnx", "onnxruntime", extra="onnx")
+def test_an_artefact_without_its_extra_names_the_extra(cli, pt_copy, images, monkeypatch):
+    """`yexport info model.onnx` (and predict) where the onnx extra is not installed: the extra to install, not
+    'No module named onnx' as an unexpected error."""
+    code, out, err = cli(pt_copy, "-f", "onnx", "--no-verify", "--json")
+    path = json.loads(out)["path"]
+    for mod in ("onnx", "onnxruntime"):          # as if not installed: `import onnx` fails, find_spec finds nothing
+        monkeypatch.setitem(sys.modules, mod, None)
+    before = snapshot(pt_copy.parent)
+    for cmd in (["info", path], ["predict", "--model", path, "--source", images]):
+        code, out, err = cli(*cmd, "--json")
+        assert code == 1 and json.loads(out)["type"] == "MissingDependency", (cmd, err)
+        line = one_line(err)
+        assert 'pip install "yolo-export[onnx]"' in line and "(missing onnx" in line, line
+    assert kept(before) == []

@@ -116,9 +116,19 @@ AutoBackend = LoadedModel   # the earlier name, kept for users' code
 
 
 def read_metadata(backend, path) -> dict:
-    """An artefact's metadata through its backend; damaged bytes are one MetadataError line."""
-    with reading(path, f"a {backend.title or backend.name} model's metadata", MetadataError):
-        return backend.read_metadata(Path(path)) or {}
+    """An artefact's metadata through its backend; damaged bytes are one MetadataError line, and a backend library
+    it needs that is not installed (``yexport info model.onnx`` without the extra) the extra to install."""
+    try:
+        with reading(path, f"a {backend.title or backend.name} model's metadata", MetadataError):
+            return backend.read_metadata(Path(path)) or {}
+    except ModuleNotFoundError as e:
+        root = (e.name or "").split(".")[0]
+        if not root or root not in {m.split(".")[0] for m in backend.missing()}:
+            raise
+        from yolo_export.errors import MissingDependency
+
+        raise MissingDependency(f"reading {backend.title or backend.name} metadata", backend.extra,
+                                backend.missing_detail([root])) from None
 
 
 def _load(backend, path, device, metadata, threads):

@@ -204,6 +204,7 @@ class Backend:
     content: tuple[str, ...] = ()        # globs that a folder artefact of this format holds (recognised by content)
     extra: str = ""                      # pip extra that provides it
     requires: tuple[str, ...] = ()       # import names needed to export and run
+    packages: dict = {}                  # import name -> the package users install, where they differ ('_tools': 'MNN')
     dists: tuple[str, ...] = ()          # distributions whose version ``version()`` reports (default: ``requires``)
     options: tuple[Option, ...] = ()     # export options taken beyond COMMON_OPTIONS
     args: frozenset = frozenset()        # their names (derived from ``options``)
@@ -237,13 +238,19 @@ class Backend:
 
     # -- availability --------------------------------------------------------------------------
     def missing(self) -> list[str]:
+        """The ``requires`` import names that are not installed."""
         return [m for m in self.requires if importlib.util.find_spec(m.split(".")[0]) is None]
+
+    def missing_detail(self, names: list[str] | None = None) -> str:
+        """``missing X, Y`` for the messages: the missing import names (``names``, else ``missing()``) as users
+        install them (``packages``: ``paddle`` is the ``paddlepaddle`` package), each once."""
+        miss = self.missing() if names is None else names
+        return f"missing {', '.join(dict.fromkeys(self.packages.get(m, m) for m in miss))}"
 
     def is_available(self) -> tuple[bool, str]:
         """Can this machine export this format? (False, one-line reason) if not."""
-        miss = self.missing()
-        if miss:
-            return False, f"needs the '{self.extra}' extra (missing {', '.join(miss)})"
+        if self.missing():
+            return False, f"needs the '{self.extra}' extra ({self.missing_detail()})"
         return True, ""
 
     def runtime_available(self) -> tuple[bool, str]:
@@ -251,18 +258,15 @@ class Backend:
         return self.is_available()
 
     def require_export(self) -> None:
-        miss = self.missing()
-        if miss:
-            raise MissingDependency(f"{self.title or self.name} export", self.extra, f"missing {', '.join(miss)}")
+        if self.missing():
+            raise MissingDependency(f"{self.title or self.name} export", self.extra, self.missing_detail())
         ok, why = self.is_available()
         if not ok:
             raise NotAvailable(f"cannot export {self.title or self.name} here: {why}")
 
     def require_runtime(self) -> None:
-        miss = self.missing()
-        if miss:
-            raise MissingDependency(f"running a {self.title or self.name} model", self.extra,
-                                    f"missing {', '.join(miss)}")
+        if self.missing():
+            raise MissingDependency(f"running {self.title or self.name} models", self.extra, self.missing_detail())
         ok, why = self.runtime_available()
         if not ok:
             raise NotAvailable(f"cannot run a {self.title or self.name} model here: {why}")
