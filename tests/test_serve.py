@@ -394,7 +394,7 @@ def test_page_classifies_a_dropped_image_in_chromium(server, onnx_model, tmp_pat
     want = YOLO(onnx_model).predict(str(tmp_path / "same.png"))[0]
     cmd = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000",
            "--dump-dom", server.url + "/#selftest"]
-    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=300).stdout
     assert "done: " in dom, dom[-2000:]
     rows = dom.split("<tbody>")[1].split("</tbody>")[0].split("<tr>")[1:]
     assert len(rows) == 5

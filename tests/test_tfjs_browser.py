@@ -129,7 +129,7 @@ def test_demo_js_preprocessing_and_metadata_match_python():
     head = json.dumps({"cases": cases, "meta": meta}).encode()
     blob = struct.pack("<I", len(head)) + head + b"".join(a.tobytes() for a in arrays)
     t0 = time.perf_counter()
-    out = subprocess.run([node(), "-e", NODE_SCRIPT, str(DEMO_JS)], input=blob, capture_output=True, timeout=60)
+    out = subprocess.run([node(), "-e", NODE_SCRIPT, str(DEMO_JS)], input=blob, capture_output=True, timeout=300)
     assert out.returncode == 0, out.stderr.decode()[-800:]
     js_s = time.perf_counter() - t0
     (mlen,) = struct.unpack("<I", out.stdout[:4])
@@ -207,7 +207,7 @@ def _serve(folder: Path):
     return server, reports, requests, got
 
 
-def _open_page(url: str, got: threading.Event, profile: Path, timeout: float = 60.0) -> float:
+def _open_page(url: str, got: threading.Event, profile: Path, timeout: float = 300.0) -> float:
     """Start headless Chromium on ``url`` and wait (real time) until the page has reported; returns seconds."""
     t0 = time.perf_counter()
     proc = subprocess.Popen([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", url],
