@@ -424,3 +424,30 @@ def test_an_artefact_without_its_extra_names_the_extra(cli, pt_copy, images, mon
         line = one_line(err)
         assert 'pip install "yolo-export[onnx]"' in line and "(missing onnx" in line, line
     assert kept(before) == []
+
+
+@pytest.mark.parametrize("args, words", [
+    (["onnx"], "the format goes after --format: yexport {pt} --format onnx"),
+    (["tflite-int8"], "the format goes after --format: yexport {pt} --format tflite-int8"),
+    (["-f", "onnx", "--simplify", "false"], "--simplify is an on/off flag and takes no value: write --simplify, or "
+                                            "--no-simplify to turn it off"),
+    (["--half=true"], "--half is an on/off flag and takes no value: write --half"),
+    (["--verify", "no"], "or --no-verify to turn it off"),
+    (["other.pt"], "export takes one MODEL (got another: other.pt)"),
+])
+def test_export_usage_mistakes_name_the_fix(cli, pt_copy, args, words):
+    before = snapshot(pt_copy.parent)
+    code, out, err = cli(pt_copy, *args, "--json")
+    assert code == 2 and words.format(pt=pt_copy) in one_line(err), err
+    assert "export --help')" in err and json.loads(out)["type"] == "ArgumentError"
+    assert kept(before) == [] and sorted(p.name for p in pt_copy.parent.iterdir()) == ["tiny.pt"]
+
+
+def test_a_model_stem_is_not_taken_for_a_mistyped_command(cli, pt_copy, monkeypatch):
+    """`yexport tiny -f onnx` (the model without its suffix) says which file was meant, not 'did you mean train'."""
+    monkeypatch.chdir(pt_copy.parent)
+    for args in (["tiny", "-f", "onnx"], ["tiny"]):
+        code, out, err = cli(*args)
+        assert code == 1 and "did you mean tiny.pt" in one_line(err) and "train" not in err, err
+    code, out, err = cli("trian", "--data", "digits")   # a mistyped command is still one
+    assert code == 2 and "did you mean 'yexport train'" in one_line(err)

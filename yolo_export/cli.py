@@ -28,11 +28,15 @@ class DefaultGroup(click.Group):
 
     def _not_a_typo(self, ctx, word: str, rest: list) -> None:
         """A first word that is no file, has no suffix or folder, and is near a command name (``predcit``) or comes
-        with another command's flags (``--model``, ``--source``) is a mistyped command, not a model for export."""
+        with another command's flags (``--model``, ``--source``) is a mistyped command, not a model for export; one
+        given a --format, or the stem of a file here (``best`` for ``best.pt``), is a model (export names it)."""
         import difflib
+        import glob
         import os
 
-        if any(c in word for c in "./\\" + os.sep) or os.path.exists(word):
+        if any(c in word for c in "./\\" + os.sep) or os.path.exists(word) or glob.glob(glob.escape(word) + ".*"):
+            return
+        if any(a in ("-f", "--format") or a.startswith(("--format=", "-f")) for a in rest):
             return
         near = difflib.get_close_matches(word, list(self.commands), n=1, cutoff=0.6)
         if near:
@@ -82,6 +86,53 @@ class ExportCommand(click.Command):
         fixed = [p for p in self.params if p.name in ("model", "fmt")]
         rest = [p for p in self.params if p.name not in ("model", "fmt")]
         return [*fixed, *self._generated, *rest, *super().get_params(ctx)[len(self.params):]]
+
+    def parse_args(self, ctx, args):
+        """click's usage errors, with the fix where the mistake is a common one (see ``export_usage_hint``)."""
+        given = list(args)   # click consumes ``args``
+        try:
+            return super().parse_args(ctx, args)
+        except click.BadOptionUsage as e:
+            hint = export_usage_hint(e, given)
+            raise click.UsageError(hint or e.format_message(), ctx) from None
+        except click.UsageError as e:
+            hint = export_usage_hint(e, given)
+            if hint is None:
+                raise
+            raise click.UsageError(hint, ctx) from None
+
+
+def export_usage_hint(e: click.UsageError, args: list) -> str | None:
+    """The line for a usage mistake of ``yexport MODEL`` that names the fix: a format given as a word (``yexport
+    m.pt onnx``), a value given to an on/off flag (``--simplify false``, ``--half=true``), a second model; None for
+    the others (click's own line then)."""
+    import re
+
+    from yolo_export import registry
+    from yolo_export.errors import YoloExportError
+
+    flag = getattr(e, "option_name", None)
+    found = re.search(r"unexpected extra arguments? \((.*)\)", e.format_message())
+    word = found.group(1).split()[0] if found else None
+    if word is not None and word in args and args.index(word) > 0 and args[args.index(word) - 1].startswith("--"):
+        prev = args[args.index(word) - 1]
+        if word.lower() in ("true", "false", "yes", "no", "on", "off", "0", "1"):
+            flag = prev
+    if flag is not None:
+        name = flag.split("=")[0]
+        opts = registry.export_options()
+        o = opts.get(name[2:].replace("-", "_"), (None,))[0] or opts.get(name[5:].replace("-", "_"), (None,))[0]
+        if o is not None and o.type is bool:
+            off = f", or --no-{o.flag[2:]} to turn it off" if o.default else " (or leave it out for off)"
+            return f"{o.flag} is an on/off flag and takes no value: write {o.flag}{off}"
+        return None
+    if word is None:
+        return None
+    try:
+        registry.get(registry.split_precision(word)[0])
+    except YoloExportError:
+        return f"export takes one MODEL (got another: {word}); export each in turn" if "." in word else None
+    return f"the format goes after --format: yexport {args[0]} --format {word}"
 
 
 @main.command("export", cls=ExportCommand)
