@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yolo_export.errors import ArgumentError, FileError, MetadataError
+from yolo_export.errors import ArgumentError, FileError, MetadataError, NotAvailable
 from yolo_export.metadata import to_json
 from yolo_export.registry import DYNAMIC, HALF, Backend, Option, Runner, register
 
@@ -46,6 +46,13 @@ class TorchScriptBackend(Backend, name="torchscript", aliases=("ts", "jit"), tit
         super().check_args(args)
         if args.get("half") and not str(args.get("device") or "cpu").startswith(("cuda", "0", "1", "2", "3")):
             raise ArgumentError("torchscript --half needs a CUDA device (--device 0); fp16 conv is not run on CPU")
+        if args.get("optimize"):
+            import torch
+            import torch.backends.xnnpack
+
+            if not torch.backends.xnnpack.enabled:   # optimize_for_mobile would fail after the trace
+                raise NotAvailable(f"torchscript --optimize (mobile) needs a torch built with XNNPACK; this one "
+                                   f"({torch.__version__}) is not: drop --optimize")
 
     def export(self, ctx):
         import torch

@@ -451,3 +451,20 @@ def test_a_model_stem_is_not_taken_for_a_mistyped_command(cli, pt_copy, monkeypa
         assert code == 1 and "did you mean tiny.pt" in one_line(err) and "train" not in err, err
     code, out, err = cli("trian", "--data", "digits")   # a mistyped command is still one
     assert code == 2 and "did you mean 'yexport train'" in one_line(err)
+
+
+def test_torchscript_optimize_where_torch_has_no_xnnpack(cli, pt_copy, images):
+    """--optimize runs torch's mobile optimiser, which needs a torch built with XNNPACK: without it, one line before
+    any work (not torch's internal assert after the trace); with it, an artefact that predicts."""
+    code, out, err = cli(pt_copy, "-f", "torchscript", "--optimize", "--json")
+    import torch.backends.xnnpack   # after the command: it must not rely on this import having been made
+
+    if not torch.backends.xnnpack.enabled:
+        assert code == 1 and "needs a torch built with XNNPACK" in one_line(err) and "drop --optimize" in err
+        assert json.loads(out)["type"] == "NotAvailable"
+        assert sorted(p.name for p in pt_copy.parent.iterdir()) == ["tiny.pt"]
+        return
+    assert code == 0, err
+    path = json.loads(out)["path"]
+    code, out, err = cli("predict", "--model", path, "--source", images, "--json")
+    assert code == 0 and len(json.loads(out)) == len(list(images.iterdir())), err
