@@ -44,13 +44,15 @@ def _trailer(meta: dict) -> bytes:
 class ExecuTorchRunner(Runner):
     def __init__(self, path, device="cpu", threads: int | None = None):
         import torch
-        from executorch.runtime import Runtime
+        from executorch.runtime import Runtime, Verification
 
         from yolo_export.threads import executorch_threads
 
         self.torch = torch
         check_program(path)
-        program = Runtime.get().load_program(Path(path))
+        self.path = Path(path)
+        # the FlatBuffer verifier and the program's own offset checks (the default of recent releases, asked for)
+        program = Runtime.get().load_program(self.path, verification=Verification.InternalConsistency)
         self.method = program.load_method("forward")
         meta = self.method.metadata
         shape = _input_sizes(meta)
@@ -59,7 +61,10 @@ class ExecuTorchRunner(Runner):
         self.threads = executorch_threads(threads)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        out = self.method.execute([self.torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))])
+        from yolo_export.errors import reading
+
+        with reading(self.path, "an ExecuTorch model"):   # a damaged program can load and then fail to run
+            out = self.method.execute([self.torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))])
         return out[0].detach().cpu().numpy()
 
 

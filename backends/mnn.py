@@ -83,10 +83,8 @@ class MNNRunner(Runner):
         from yolo_export.threads import resolve
 
         self.threads = n = resolve(threads)
-        cfg = {"backend": "CPU", "precision": "high", "numThread": n}
-        with _stdout_to_stderr():
-            rt = MNN.nn.create_runtime_manager((cfg,))
-            self.module = MNN.nn.load_module_from_file(str(path), [INPUT], [OUTPUT], runtime_manager=rt)
+        check_loads(path)
+        self.module = _module(MNN, path, n)
         self.device = "cpu"
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -94,6 +92,38 @@ class MNNRunner(Runner):
         x = np.ascontiguousarray(x, dtype=np.float32)
         y = self.module.forward(F.const(x, list(x.shape), F.NCHW))
         return np.array(F.convert(y, F.NCHW).read(), dtype=np.float32)
+
+
+def _module(MNN, path, threads: int):
+    """The model as an MNN module on the CPU (``precision: high`` = fp32 compute)."""
+    cfg = {"backend": "CPU", "precision": "high", "numThread": threads}
+    with _stdout_to_stderr():
+        rt = MNN.nn.create_runtime_manager((cfg,))
+        return MNN.nn.load_module_from_file(str(path), [INPUT], [OUTPUT], runtime_manager=rt)
+
+
+def check_loads(path) -> None:
+    """MNN reads its FlatBuffer without verifying it: a damaged offset or length (e.g. a size field raised to 2**31)
+    makes it read out of bounds and take the process down. So the module is first loaded and run once on a blank
+    input in a child process; a crash, a hang or a failure there is one FileError line."""
+    from yolo_export.isolation import try_in_child
+
+    try_in_child(_try_module, str(path), [Path(path)], "an MNN model")
+
+
+def _try_module(path: str, report) -> bool:
+    """In the child (``check_loads``): load the module, read its info, run one blank input of its input shape."""
+    MNN = _import_mnn()
+    F = MNN.expr
+    module = _module(MNN, path, 1)
+    with _stdout_to_stderr():
+        info = module.get_info()
+        shape = [int(d) for d in info["inputs"][0].shape] if info.get("inputs") else []
+        if len(shape) == 4 and all(d > 0 for d in shape[1:]):
+            shape[0] = max(shape[0], 1)
+            y = module.forward(F.const(np.zeros(shape, np.float32), shape, F.NCHW))
+            F.convert(y, F.NCHW).read()
+    return True
 
 
 @register
@@ -158,6 +188,7 @@ class MNNBackend(Backend, name="mnn", title="MNN", order=100, suffix=".mnn", ext
         from yolo_export.metadata import decode
 
         MNN = _import_mnn()
+        check_loads(path)
         with _stdout_to_stderr():
             info = MNN.nn.load_module_from_file(str(path), [], []).get_info()
         raw = info.get("bizCode") or ""

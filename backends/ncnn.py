@@ -8,6 +8,7 @@ PyTorch; ``--half`` stores fp16 weights and runs with fp16 storage. Metadata: ``
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import numpy as np
 
@@ -25,41 +26,73 @@ class NcnnRunner(Runner):
     def __init__(self, path, metadata: dict | None = None, threads: int | None = None):
         import ncnn
 
-        metadata = metadata or {}
-        half = bool((metadata.get("args") or {}).get("half"))
-        self.ncnn = ncnn
-        self.net = ncnn.Net()
-        opt = self.net.opt
-        opt.use_vulkan_compute = False
-        opt.use_fp16_storage = half
-        opt.use_fp16_packed = half
-        opt.use_fp16_arithmetic = False
-        opt.use_bf16_storage = False
         from yolo_export.threads import resolve
 
-        opt.num_threads = resolve(threads)
-        self.threads = opt.num_threads
+        metadata = metadata or {}
+        half = bool((metadata.get("args") or {}).get("half"))
         param, weights = _files(path)
-        if self.net.load_param(str(param)) != 0 or self.net.load_model(str(weights)) != 0:
-            raise FileError(f"ncnn could not load {param.name} / {weights.name} in {path}")
+        check_loads(param, weights, half, metadata.get("imgsz"))
+        self.ncnn = ncnn
+        self.net = _net(param, weights, half, resolve(threads))
+        self.threads = self.net.opt.num_threads
         self.input_name = self.net.input_names()[0]
         self.output_name = self.net.output_names()[0]
         self.device = "cpu"
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        outs = []
-        for img in x:  # no batch dimension in ncnn
-            img = np.ascontiguousarray(img, dtype=np.float32)
-            with self.net.create_extractor() as ex:
-                ex.input(self.input_name, self.ncnn.Mat(img))
-                ret, out = ex.extract(self.output_name)
-                if ret != 0:
-                    raise YoloExportError(f"ncnn extract failed with code {ret}")
-                outs.append(np.array(out, dtype=np.float32).reshape(-1))
-        return np.stack(outs)
+        return np.stack([_extract(self.net, self.input_name, self.output_name, img) for img in x])
 
     def close(self):
         self.net.clear()
+
+
+def _net(param, weights, half: bool, threads: int):
+    """An ncnn Net (CPU, fp32 arithmetic; fp16 storage for a --half export) with ``param`` and ``weights`` loaded."""
+    import ncnn
+
+    net = ncnn.Net()
+    opt = net.opt
+    opt.use_vulkan_compute = False
+    opt.use_fp16_storage = half
+    opt.use_fp16_packed = half
+    opt.use_fp16_arithmetic = False
+    opt.use_bf16_storage = False
+    opt.num_threads = threads
+    if net.load_param(str(param)) != 0 or net.load_model(str(weights)) != 0:
+        raise FileError(f"ncnn could not load {param.name} / {weights.name} in {param.parent}")
+    return net
+
+
+def _extract(net, input_name: str, output_name: str, img: np.ndarray) -> np.ndarray:
+    """One image (CHW; ncnn has no batch dimension) through the net: its output, flat."""
+    import ncnn
+
+    with net.create_extractor() as ex:
+        ex.input(input_name, ncnn.Mat(np.ascontiguousarray(img, dtype=np.float32)))
+        ret, out = ex.extract(output_name)
+        if ret != 0:
+            raise YoloExportError(f"ncnn extract failed with code {ret}")
+        return np.array(out, dtype=np.float32).reshape(-1)
+
+
+def check_loads(param: Path, weights: Path, half: bool, imgsz) -> None:
+    """ncnn trusts its ``.param``: a damaged one (a padding or a count inflated, shapes that no longer agree with the
+    weights) can make it read or write out of bounds and take the process down. So the net is first loaded and run
+    once on a blank input in a child process; a crash, a hang or a failure there is one FileError line."""
+    from yolo_export.isolation import try_in_child
+
+    size = imgsz[0] if isinstance(imgsz, (list, tuple)) and imgsz else imgsz
+    try_in_child(_try_net, (str(param), str(weights), half, int(size or 0)), [param, weights], "an ncnn model")
+
+
+def _try_net(payload, report) -> bool:
+    """In the child (``check_loads``): load the net, run one blank image of the model's size through it."""
+    param, weights, half, size = payload
+    net = _net(Path(param), Path(weights), half, 1)
+    if size:
+        _extract(net, net.input_names()[0], net.output_names()[0], np.zeros((3, size, size), np.float32))
+    net.clear()
+    return True
 
 
 def _files(path):

@@ -31,6 +31,7 @@ class Outcome:
     value: Any = None
     error: str | None = None
     messages: list = field(default_factory=list)
+    died: bool = False          # the child crashed, exited or timed out (``error`` says which)
 
 
 def _one_line(e: BaseException) -> str:
@@ -111,7 +112,7 @@ def run_isolated(target, payload, timeout: float | None = None, preload: tuple[s
         while True:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
-                out.error = f"timed out after {timeout:g} s"
+                out.error, out.died = f"timed out after {timeout:g} s", True
                 break
             if not recv.poll(left):
                 continue
@@ -119,7 +120,7 @@ def run_isolated(target, payload, timeout: float | None = None, preload: tuple[s
                 kind, body = recv.recv()
             except EOFError:
                 proc.join(10)
-                out.error = _death(proc.exitcode)
+                out.error, out.died = _death(proc.exitcode), True
                 break
             if kind == "msg":
                 out.messages.append(body)
@@ -140,3 +141,56 @@ def run_here(target, payload) -> Outcome:
     except Exception as e:  # noqa: BLE001 - one line, as from a child
         out.error = _one_line(e)
     return out
+
+
+# ------------------------------------------------------------------------------------------ trying a file in a child
+_TRIED: set = set()
+
+
+def _vm_size() -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _capped(payload, report):
+    """In the child: cap the address space at its size now plus the budget, then run the target."""
+    import resource
+
+    target, inner, extra = payload
+    size = _vm_size()
+    if size is not None:
+        resource.setrlimit(resource.RLIMIT_AS, (size + extra, resource.getrlimit(resource.RLIMIT_AS)[1]))
+    try:
+        return target(inner, report)
+    except MemoryError:
+        from yolo_export.limits import RUNTIME_MEMORY
+
+        raise RuntimeError(f"ran out of memory (over {extra:,} bytes; set {RUNTIME_MEMORY.env} to raise it)") from None
+
+
+def try_in_child(target, payload, files, what: str, timeout: float = 300.0) -> None:
+    """Call ``target(payload, report)`` (a runtime loading an artefact and running it once) in a child process before
+    the caller lets that runtime read ``files`` in-process: for a runtime that trusts what it reads, so that damaged
+    bytes that make it crash, hang or allocate without bound cost a child, not the caller. The child's address space
+    is capped (``limits.RUNTIME_MEMORY``). Anything but success is one :class:`~yolo_export.errors.FileError` naming
+    the first file. Once per process for the same files (path, size, modification time) and payload."""
+    from pathlib import Path
+
+    from yolo_export.errors import FileError
+    from yolo_export.limits import RUNTIME_MEMORY
+
+    stats = [(str(Path(f).resolve()), Path(f).stat().st_size, Path(f).stat().st_mtime_ns) for f in files]
+    key = (f"{target.__module__}.{target.__qualname__}", repr(payload), tuple(stats))
+    if key in _TRIED:
+        return
+    out = run_isolated(_capped, (target, payload, RUNTIME_MEMORY.limit), timeout, preload=())
+    if out.error is not None:
+        why = f"the runtime {out.error} reading it" if out.died else out.error
+        raise FileError(f"cannot read {files[0]} as {what}: {why} (the file is damaged, or not that kind of model)")
+    _TRIED.add(key)

@@ -58,6 +58,9 @@ CLASSES = Budget("YOLO_EXPORT_MAX_NC", 100_000, "classes")
 IMGSZ = Budget("YOLO_EXPORT_MAX_IMGSZ", 4096, "pixels")
 # A fixed batch named in metadata or a graph: predict pads every chunk to it.
 BATCH = Budget("YOLO_EXPORT_MAX_BATCH", 1024, "images")
+# Address space a runtime may add while it first loads and runs an artefact it does not check (in a child process:
+# isolation.try_in_child); yolov8x-cls at 640 needs well under 2 GiB.
+RUNTIME_MEMORY = Budget("YOLO_EXPORT_MAX_RUNTIME_MEMORY", 8 << 30, "bytes")
 # A download whose size the manifest does not state (yolov8x-cls: 57.4 M parameters, ~115 MB in fp16).
 DOWNLOAD_BYTES = Budget("YOLO_EXPORT_MAX_DOWNLOAD_BYTES", 2 << 30, "bytes")
 
@@ -66,7 +69,7 @@ def _where(source) -> str:
     return f"{source}: " if source else ""
 
 
-ALL = (METADATA_BYTES, MODEL_JSON_BYTES, DEPTH, NODES, CLASSES, IMGSZ, BATCH, DOWNLOAD_BYTES)
+ALL = (METADATA_BYTES, MODEL_JSON_BYTES, DEPTH, NODES, CLASSES, IMGSZ, BATCH, RUNTIME_MEMORY, DOWNLOAD_BYTES)
 
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', re.S)
 _NOT_BRACKET = re.compile(rb"[^\[\]{}()]+")

@@ -34,9 +34,10 @@ KEEP = 8                      # bytes never touched: the magic number / FlatBuff
 MUTATIONS = ("flip", "truncate", "overwrite", "inflate")
 
 # how a mutant ended, best first; the last four take the process down
-KINDS = ("same", "clean", "wrong", "internal", "traceback", "exit", "memory", "hang", "signal")
+KINDS = ("same", "answer", "clean", "wrong", "internal", "traceback", "exit", "memory", "hang", "signal")
 FATAL = ("exit", "memory", "hang", "signal")
-DOC = {"same": "predicts what the intact artefact predicts", "clean": "one line of a project error",
+DOC = {"same": "predicts what the intact artefact predicts", "answer": "an answer (not compared: no reference run)",
+       "clean": "one line of a project error",
        "wrong": "a different answer, no error", "internal": "a non-project exception (InternalError at the CLI)",
        "traceback": "a traceback or an uncaught exception", "exit": "exited without a project error",
        "memory": "ran out of memory", "hang": "hung past the timeout (killed)",
@@ -119,11 +120,14 @@ def mutate(data: bytes, how: str, rng) -> tuple[bytes, str]:
     return bytes(buf), what
 
 
+NOT_MODEL = (".yaml", ".html", ".js", ".wasm", ".css")   # metadata, and the TF.js demo page beside the model
+
+
 def model_files(artefact: Path) -> list[Path]:
-    """The files of an artefact the runtime reads (a folder's ``metadata.yaml`` left out)."""
+    """The files of an artefact the runtime reads (a folder's ``metadata.yaml`` and demo page left out)."""
     if artefact.is_file():
         return [artefact]
-    return sorted(p for p in artefact.rglob("*") if p.is_file() and p.name != "metadata.yaml")
+    return sorted(p for p in artefact.rglob("*") if p.is_file() and p.suffix not in NOT_MODEL)
 
 
 def make_mutant(artefact: Path, dest: Path, seed: int) -> tuple[Path, str]:
@@ -143,10 +147,21 @@ def make_mutant(artefact: Path, dest: Path, seed: int) -> tuple[Path, str]:
 
 # ------------------------------------------------------------------------------------------ running
 def child_env(tmp: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("YOLO_EXPORT_")}
-    env.update({"YOLO_EXPORT_CACHE": str(tmp / "cache"), "YOLO_EXPORT_NO_PLUGINS": "1", "PYTHONWARNINGS": "ignore",
+    """The user's environment (their cache: TF.js runs with the npm packages there) without plugins or budgets."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YOLO_EXPORT_") or k == "YOLO_EXPORT_CACHE"}
+    env.update({"YOLO_EXPORT_NO_PLUGINS": "1", "PYTHONWARNINGS": "ignore",
                 "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "200"})
     return env
+
+
+def _answer(proc) -> dict | None:
+    """The worker's next protocol line (other lines are what a runtime printed), or None if it died."""
+    from .child import TAG
+
+    for line in proc.stdout:
+        if line.startswith(TAG):
+            return json.loads(line[len(TAG):])
+    return None
 
 
 class Worker:
@@ -165,12 +180,11 @@ class Worker:
     def _ask(self, job: dict) -> dict | None:
         if self.proc is None or self.proc.poll() is not None:
             self.proc = self._start()
-            if not self.proc.stdout.readline():
+            if not _answer(self.proc):
                 raise RuntimeError(f"the worker for {self.imports} did not start")
         self.proc.stdin.write(json.dumps(job) + "\n")
         self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        return json.loads(line) if line else None
+        return _answer(self.proc)
 
     def _fresh(self, job: dict) -> dict:
         from .child import wait_child
@@ -178,8 +192,8 @@ class Worker:
         p = self._start("--no-fork")
         p.stdin.write(json.dumps(job) + "\n")
         p.stdin.flush()
-        ready = p.stdout.readline()
-        base = json.loads(ready)["base_kb"] if ready else 0
+        ready = _answer(p)
+        base = ready["base_kb"] if ready else 0
         rec = wait_child(p.pid, job["timeout"])
         p.returncode = rec["exit"]
         p.stdin.close()
@@ -254,6 +268,8 @@ def classify(rec: dict, stdout: str, stderr: str, ref) -> tuple[str, str]:
         return "signal", f"{name}; {last}"
     doc = _answers(stdout)
     if code == 0:
+        if ref is None:
+            return "answer", ""
         return ("same", "") if _same_answer(doc, ref) else ("wrong", json.dumps(doc)[:200])
     if "Traceback" in stderr or code == 70:
         return "traceback", last
@@ -290,33 +306,42 @@ def imports_for(backend) -> str:
 
 
 def run_format(backend, artefact: Path, seeds, tmp: Path, fork: bool = True, timeout: float = 60.0,
-               on_outcome=None) -> list[Outcome]:
-    """Every mutant of ``artefact`` (one per seed) through the CLI in a child; the intact artefact first, as the
-    reference answer (a RuntimeError if it does not predict)."""
+               on_outcome=None, reference: bool = True) -> list[Outcome]:
+    """Every mutant of ``artefact`` (one per seed) through the CLI in a child. ``reference``: the intact artefact
+    first, for the answer a mutant is compared with (a RuntimeError if it does not predict); the worker then
+    imports what it imported, so that the mutants' children start warm. Without it (a test of a few mutants, where
+    the warm-up would cost more than it saves) an answer is ``answer``, not compared."""
     tmp.mkdir(parents=True, exist_ok=True)
     image = make_image(tmp / "image.jpg")
     w = Worker(imports_for(backend), tmp, fork=fork)
     try:
-        rec, out, err = w.run(predict_args(backend, artefact, image), timeout * 5, "intact", warm=True)
-        ref = _answers(out)
-        if rec["exit"] != 0 or not isinstance(ref, list):
-            raise RuntimeError(f"the intact {backend.name} artefact does not predict: {rec} {err[-500:]}")
-        outcomes = []
-        for seed in seeds:
-            where = tmp / f"m{seed}"
-            where.mkdir()
-            path, what = make_mutant(artefact, where, seed)
-            rec, out, err = w.run(predict_args(backend, path, image), timeout, f"m{seed}")
-            kind, detail = classify(rec, out, err, ref)
-            o = Outcome(kind, detail, f"seed {seed}: {what}", rec["exit"], rec["seconds"],
-                        round(rec.get("growth_kb", 0) / 1024, 1))
-            outcomes.append(o)
-            if on_outcome:
-                on_outcome(o)
-            shutil.rmtree(where, ignore_errors=True)
-        return outcomes
+        ref = _reference(w, backend, artefact, image, timeout) if reference else None
+        return [_one_mutant(w, backend, artefact, image, seed, tmp, timeout, ref, on_outcome) for seed in seeds]
     finally:
         w.close()
+
+
+def _reference(w: Worker, backend, artefact: Path, image: Path, timeout: float):
+    rec, out, err = w.run(predict_args(backend, artefact, image), timeout * 5, "intact", warm=True)
+    ref = _answers(out)
+    if rec["exit"] != 0 or not isinstance(ref, list):
+        raise RuntimeError(f"the intact {backend.name} artefact does not predict: {rec} {err[-500:]}")
+    return ref
+
+
+def _one_mutant(w: Worker, backend, artefact: Path, image: Path, seed: int, tmp: Path, timeout: float, ref,
+                on_outcome) -> Outcome:
+    where = tmp / f"m{seed}"
+    where.mkdir()
+    path, what = make_mutant(artefact, where, seed)
+    rec, out, err = w.run(predict_args(backend, path, image), timeout, f"m{seed}")
+    kind, detail = classify(rec, out, err, ref)
+    o = Outcome(kind, detail, f"seed {seed}: {what}", rec["exit"], rec["seconds"],
+                round(rec.get("growth_kb", 0) / 1024, 1))
+    if on_outcome:
+        on_outcome(o)
+    shutil.rmtree(where, ignore_errors=True)
+    return o
 
 
 def tally(outcomes: list[Outcome]) -> dict[str, int]:

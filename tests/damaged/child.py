@@ -23,6 +23,13 @@ import sys
 import time
 
 
+TAG = "@@damaged "   # marks the protocol's lines on stdout (a runtime may print there while it is imported)
+
+
+def say(rec: dict) -> None:
+    print(TAG + json.dumps(rec), flush=True)
+
+
 def _vm_size() -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -116,15 +123,15 @@ def main() -> int:
     base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if "--no-fork" in sys.argv:
         job = json.loads(sys.stdin.readline())
-        print(json.dumps({"ready": True, "base_kb": base_kb}), flush=True)
+        say({"ready": True, "base_kb": base_kb})
         code = run_job(job, cap)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
-    print(json.dumps({"ready": True, "base_kb": base_kb}), flush=True)
+    say({"ready": True, "base_kb": base_kb})
     for line in sys.stdin:
         if line.strip():
-            print(json.dumps(_fork_job(json.loads(line), cap, base_kb)), flush=True)
+            say(_fork_job(json.loads(line), cap, base_kb))
     return 0
 
 
