@@ -73,8 +73,15 @@ def _deny(*a, **k):
     with open(_log, "a") as f:
         f.write("network %r\\n" % (a[1:] if a else a,))
     raise OSError("network disabled in this test")
-socket.socket.connect = _deny
-socket.socket.connect_ex = _deny
+def _local_only(original):
+    # a Unix socket is no network (multiprocessing talks to its fork server through one)
+    def connect(self, *a, **k):
+        if self.family == socket.AF_UNIX:
+            return original(self, *a, **k)
+        return _deny(self, *a, **k)
+    return connect
+socket.socket.connect = _local_only(socket.socket.connect)
+socket.socket.connect_ex = _local_only(socket.socket.connect_ex)
 socket.create_connection = _deny
 socket.getaddrinfo = _deny
 '''
