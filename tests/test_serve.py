@@ -509,7 +509,9 @@ def test_header_and_trailer_floods_are_431_and_memory_stays_bounded(server):
 
 
 def test_pipelined_requests_are_answered_in_order(server):
-    imgs = [jpeg(64, 48, seed=i) for i in range(40)]
+    """In order, on one connection: bodies over the 64 KB head budget (a 640x480 JPEG) and small ones."""
+    imgs = [jpeg(640, 480, seed=i) if i % 10 == 0 else jpeg(64, 48, seed=i) for i in range(40)]
+    assert len(imgs[0]) > 128 * 1024
     reqs = [b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(b), b) for b in imgs]
     c = _raw(server.port, b"".join(reqs) + b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     raw = _read_until_closed(c)
@@ -518,6 +520,14 @@ def test_pipelined_requests_are_answered_in_order(server):
     assert answers[-1] == {"status": "ok"} and len(answers) == 41
     single = [post(server.url + "/predict", content=b).json()[0] for b in imgs[:4]]
     assert [(a[0]["top1"], a[0]["top5"]) for a in answers[:4]] == [(a["top1"], a["top5"]) for a in single]
+    c = _raw(server.port, b"")
+    for b in imgs[:3]:  # keep-alive, one at a time: each request's head is counted from its own start
+        c.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(b), b))
+        raw = b""
+        while b"}]" not in raw:
+            raw += c.recv(65536)
+        assert raw.startswith(b"HTTP/1.1 200"), raw[:300]
+    c.close()
 
 
 def test_a_client_that_never_reads_its_answers_loses_the_connection_not_the_slot(onnx_model):

@@ -152,8 +152,9 @@ class ServeHTTP(AutoHTTPProtocol):
                 return self._apply_reading()
             n = self.body_left if not self.in_head and self.body_left and not self.pipeline else SLICE
             part, view = view[:n], view[n:]
+            was_head = self.in_head
             super().data_received(part)
-            if self.in_head:
+            if was_head and self.in_head:  # all of it head (a part that ends a message and starts the next: none)
                 self.head_bytes += len(part)
                 if self.head_bytes > MAX_HEAD:
                     return self._refuse_head()
