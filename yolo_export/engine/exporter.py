@@ -185,7 +185,7 @@ def _check_target(backend, target: Path, reads, force: bool) -> None:
         LOGGER.warning(f"warning: replacing {target} (--force)")
         return
     hint = "" if target.is_dir() else ", or pass --force to replace it"
-    raise OutputError(f"refusing to replace {target}: it holds no {title} model; choose another --output{hint}")
+    raise OutputError(f"refusing to replace {target}: it is not a {title} model; choose another --output{hint}")
 
 
 def recognise(backend, path: Path) -> bool:
