@@ -76,3 +76,21 @@ def test_damaged_artefacts_never_take_the_process_down(fmt, exported, tmp_path):
     outs = run_format(row.backend, row.path, SEEDS[fmt], tmp_path, timeout=120, reference=False)
     assert not [o for o in outs if o.kind in FATAL], outs
     assert all(o.kind in ("answer", "clean") for o in outs), outs
+
+
+@pytest.mark.xdist_group("tensorflow")
+def test_a_tflite_that_lost_its_metadata_runs_in_its_own_layout_with_names_and_imgsz_given(exported, tmp_path):
+    """A .tflite cut short of its metadata archive (damaged, or written by another tool) with --names / --imgsz:
+    NHWC input, the format's layout (it ended as a non-project exception when NCHW was assumed)."""
+    import numpy as np
+
+    from yolo_export import YOLO
+    from yolo_export.backends.tensorflow import tflite_model_bytes
+
+    row = exported("tflite", "fp32")
+    row.need(runtime=True)
+    bare = tmp_path / "bare.tflite"
+    bare.write_bytes(tflite_model_bytes(row.path.read_bytes()))
+    m = YOLO(bare, names=[f"c{i}" for i in range(10)], imgsz=32)
+    image = make_image(tmp_path / "image.jpg")
+    assert np.allclose(m(image)[0].probs.data, YOLO(row.path)(image)[0].probs.data, atol=1e-4)

@@ -53,7 +53,9 @@ class LoadedModel:
         self.names = {int(k): v for k, v in self.metadata["names"].items()}
         imgsz = self.metadata.get("imgsz") or [224, 224]
         self.imgsz = int(imgsz[0] if isinstance(imgsz, (list, tuple)) else imgsz)
-        self.preprocess = self.metadata.get("preprocess") or default_preprocess(self.imgsz)
+        # an artefact without preprocess metadata takes its format's input layout (NHWC for the TensorFlow family)
+        self.preprocess = self.metadata.get("preprocess") or {**default_preprocess(self.imgsz),
+                                                               "layout": self.backend.layout}
         self.layout = self.preprocess.get("layout", self.backend.layout)
         args = self.metadata.get("args") or {}
         self.dynamic = bool(args.get("dynamic")) or self.path is None
