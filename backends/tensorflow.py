@@ -445,6 +445,14 @@ class EdgeTPUBackend(TFLiteBackend, name="edgetpu", aliases=("coral",), title="E
         super().check_args(args)
         args["int8"] = True             # the Edge TPU runs full-integer models only (--half is refused as unknown)
 
+    def is_available(self):
+        """The compiler is checked with the libraries, before any work (not after building the INT8 TFLite)."""
+        ok, why = super().is_available()
+        if ok and shutil.which("edgetpu_compiler") is None:
+            return False, (f"needs edgetpu_compiler on PATH: {EDGETPU_INSTALL} (or use --format tflite --int8 for "
+                           f"the CPU model)")
+        return ok, why
+
     def runtime_available(self):
         ok, why = super().runtime_available()
         if not ok:

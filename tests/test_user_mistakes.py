@@ -468,3 +468,18 @@ def test_torchscript_optimize_where_torch_has_no_xnnpack(cli, pt_copy, images):
     path = json.loads(out)["path"]
     code, out, err = cli("predict", "--model", path, "--source", images, "--json")
     assert code == 0 and len(json.loads(out)) == len(list(images.iterdir())), err
+
+
+def test_edgetpu_without_its_compiler_is_refused_before_any_work(cli, pt_copy):
+    """No edgetpu_compiler: one line naming how to install it, before the TFLite is built (no conversion log)."""
+    import shutil
+
+    if shutil.which("edgetpu_compiler") is not None:
+        pytest.skip("edgetpu_compiler is installed here (test_backend_tensorflow exports with it)")
+    from yolo_export import registry
+
+    ok, why = registry.get("edgetpu").is_available()
+    assert not ok and ("edgetpu_compiler" in why or "pip install" in why), why
+    code, out, err = cli(pt_copy, "-f", "edgetpu", "--calib", "synthetic")
+    assert code == 1 and ("apt-get install edgetpu-compiler" in one_line(err) or "pip install" in err), err
+    assert sorted(p.name for p in pt_copy.parent.iterdir()) == ["tiny.pt"]
