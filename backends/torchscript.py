@@ -46,7 +46,7 @@ class TorchScriptBackend(Backend, name="torchscript", aliases=("ts", "jit"), tit
         super().check_args(args)
         if args.get("half") and not str(args.get("device") or "cpu").startswith(("cuda", "0", "1", "2", "3")):
             raise ArgumentError("torchscript --half needs a CUDA device (--device 0); fp16 conv is not run on CPU")
-        if args.get("optimize"):
+        if args.get("optimize") and not args.get("half"):   # with --half: the option's 'applies' line says drop it
             import torch
             import torch.backends.xnnpack
 
