@@ -83,7 +83,8 @@ class CoreMLRunner(Runner):
 
 @register
 class CoreMLBackend(Backend, name="coreml", aliases=("mlpackage", "mlmodel"), title="CoreML", order=60,
-                    suffix=".mlpackage", is_dir=True, content=("Manifest.json",), extra="coreml",
+                    suffix=".mlpackage", is_dir=True, content=("Manifest.json",), writes=("Manifest.json", "Data/*"),
+                    extra="coreml",
                     requires=("coremltools",), options=(HALF, INT8)):
 
     def check_args(self, args):

@@ -101,7 +101,8 @@ def _files(path):
 
 @register
 class NcnnBackend(Backend, name="ncnn", title="ncnn", order=40, suffix="_ncnn_model", is_dir=True,
-                  content=("*.param", "*.bin"), extra="ncnn", requires=("ncnn", "pnnx"), options=(HALF,)):
+                  content=("*.param", "*.bin"), writes=("*.param", "*.bin", "model_ncnn.py", "metadata.yaml"),
+                  extra="ncnn", requires=("ncnn", "pnnx"), options=(HALF,)):
 
     def export(self, ctx):
         import torch

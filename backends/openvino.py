@@ -77,7 +77,8 @@ class OpenVINORunner(Runner):
 
 @register
 class OpenVINOBackend(Backend, name="openvino", aliases=("ov",), title="OpenVINO", order=30, suffix="_openvino_model",
-                      is_dir=True, content=("*.xml", "*.bin"), extra="openvino", requires=("openvino",),
+                      is_dir=True, content=("*.xml", "*.bin"), writes=("*.xml", "*.bin", "*.mapping", "metadata.yaml"),
+                      extra="openvino", requires=("openvino",),
                       options=(HALF, INT8, DYNAMIC, CALIB_IMAGES)):
 
     def missing(self, int8: bool = False) -> list[str]:

@@ -116,6 +116,7 @@ def _quiet_x2paddle(save_dir: Path):
 @register
 class PaddleBackend(Backend, name="paddle", aliases=("paddlepaddle",), title="PaddlePaddle", order=50,
                     suffix="_paddle_model", is_dir=True, content=("*.pdiparams",), extra="paddle",
+                    writes=("*.json", "*.pdmodel", "*.pdiparams", "*.pdiparams.info", "metadata.yaml"),
                     requires=("paddle", "x2paddle", "six", "requests"), dists=("paddlepaddle",),
                     packages={"paddle": "paddlepaddle"}):
 

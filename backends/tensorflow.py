@@ -172,7 +172,9 @@ def importlib_missing(*mods: str) -> list[str]:
 
 @register
 class SavedModelBackend(_TFBase, name="saved_model", aliases=("savedmodel", "tf"), title="TF SavedModel", order=70,
-                        suffix="_saved_model", is_dir=True):
+                        suffix="_saved_model", is_dir=True,
+                        writes=("saved_model.pb", "saved_model.pbtxt", "fingerprint.pb", "variables/*", "assets/*",
+                                "assets.extra/*", "*.tflite", "metadata.yaml")):
 
     def matches(self, path: Path) -> bool:
         return path.is_dir() and (path.name.endswith(self.suffix) or (path / "saved_model.pb").is_file())

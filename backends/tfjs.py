@@ -193,6 +193,7 @@ def _stop(proc, err) -> None:
 @register
 class TfjsBackend(Backend, name="tfjs", aliases=("web", "tensorflowjs"), title="TF.js", order=80, family="tensorflow",
                   suffix="_web_model", is_dir=True, content=("model.json", "*.bin"), layout="NHWC",
+                  writes=("model.json", "*.bin", "demo.js", "index.html", "vendor/*", "metadata.yaml"),
                   extra="tfjs", requires=("tensorflow", "onnx2tf", "tf_keras", "tensorflowjs", "tensorflow_hub", "jax",
                                           "pkg_resources"), dists=("tensorflowjs",),
                   packages={**TF_PACKAGES, "pkg_resources": "setuptools<81"},

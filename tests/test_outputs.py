@@ -259,3 +259,31 @@ def test_loading_recognises_an_artefact_by_its_contents(pt_copy, tmp_path, image
         m = YOLO(target)
         assert m.format == "openvino"
         assert [r.probs.top1 for r in m(images)] == [r.probs.top1 for r in y(images)]
+
+
+@pytest.mark.parametrize("fmt", ["ncnn", "openvino", "saved_model", "tfjs", "paddle", "coreml"])
+def test_a_recognised_folder_holding_other_files_is_never_replaced(pt_copy, fmt):
+    """A folder recognised as an artefact of the format (by its metadata.yaml, or a real one) that also holds files
+    an export of that format never writes: named with -o it receives the artefact; as the target it is refused."""
+    b = registry.get(fmt)
+    d = pt_copy.parent / f"mine{b.suffix}"
+    (d / "sub").mkdir(parents=True)
+    (d / "metadata.yaml").write_text("names:\n  0: a\n  1: b\n")
+    (d / "thesis.txt").write_text("years of work")
+    (d / "sub" / "data.bin").write_bytes(b"\0" * 10)
+    before = snapshot(pt_copy.parent)
+    assert plan_output(b, str(d), d, reads=[]) == d / d.name
+    with pytest.raises(OutputError, match=r"holds files no .* export writes \(.*thesis.txt|is not a"):
+        plan_output(b, None, d, reads=[], force=True)
+    assert kept(before) == []
+
+
+def test_an_artefact_folder_holding_only_its_own_files_is_still_replaced(pt_copy):
+    b = registry.get("ncnn")
+    d = pt_copy.parent / "mine_ncnn_model"
+    d.mkdir()
+    (d / "metadata.yaml").write_text("names:\n  0: a\n  1: b\n")
+    for name in ("model.ncnn.param", "model.ncnn.bin", "model_ncnn.py"):
+        (d / name).write_text("x")
+    assert plan_output(b, str(d), d, reads=[]) == d
+    assert plan_output(b, None, d, reads=[]) == d

@@ -202,6 +202,10 @@ class Backend:
     suffix: str = ""                     # '.onnx' for a file, '_openvino_model' for a directory
     is_dir: bool = False
     content: tuple[str, ...] = ()        # globs that a folder artefact of this format holds (recognised by content)
+    # globs (relative to the folder; '*' stays at the top unless the glob names a subfolder) of every file a folder
+    # artefact of this format may hold, its own exports' and other tools'; a folder holding anything else is never
+    # replaced (default: ``content`` and metadata.yaml)
+    writes: tuple[str, ...] = ()
     extra: str = ""                      # pip extra that provides it
     requires: tuple[str, ...] = ()       # import names needed to export and run
     packages: dict = {}                  # import name -> the package users install, where they differ ('_tools': 'MNN')
@@ -342,6 +346,22 @@ class Backend:
     def recognise(self, path: Path) -> bool:
         """Is ``path`` an artefact of this format although its name does not say so (``-o ov64``)? By its files."""
         return bool(self.content) and path.is_dir() and all(any(path.glob(pat)) for pat in self.content)
+
+    def foreign_files(self, path: Path, show: int = 3) -> list[str]:
+        """Up to ``show`` files (or links) under the folder ``path`` that no export of this format writes."""
+        import fnmatch
+
+        globs = self.writes or (*self.content, "metadata.yaml")
+        found = []
+        for root, dirs, files in os.walk(path):
+            for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+                rel = Path(root, name).relative_to(path).as_posix()
+                if os.path.islink(os.path.join(root, name)) or not any(
+                        fnmatch.fnmatchcase(rel, g) and ("/" in g or "/" not in rel) for g in globs):
+                    found.append(rel)
+                    if len(found) >= show:
+                        return found
+        return found
 
     def matches(self, path: Path) -> bool:
         name = path.name.rstrip("/")

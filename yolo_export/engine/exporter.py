@@ -180,6 +180,9 @@ def _check_target(backend, target: Path, reads, force: bool) -> None:
     if target.is_dir() and _holds_cwd(target):
         raise OutputError(f"refusing to replace {target}: it holds the working directory")
     if recognise(backend, target):
+        if target.is_dir() and (foreign := backend.foreign_files(target)):
+            raise OutputError(f"refusing to replace {target}: it holds files no {title} export writes "
+                              f"({', '.join(foreign)}); move them out or choose another --output")
         return
     if force and not target.is_dir():
         LOGGER.warning(f"warning: replacing {target} (--force)")
@@ -199,7 +202,8 @@ def recognise(backend, path: Path) -> bool:
 
 
 def _replaceable_dir(backend, p: Path, reads) -> bool:
-    return not _holds_cwd(p) and not any(_same_or_inside(r, p) for r, _ in reads) and recognise(backend, p)
+    return (not _holds_cwd(p) and not any(_same_or_inside(r, p) for r, _ in reads) and recognise(backend, p)
+            and not backend.foreign_files(p, show=1))
 
 
 def _holds_cwd(p: Path) -> bool:
