@@ -231,6 +231,12 @@ def test_a_figure_without_a_known_source_is_refused(change, expect, tmp_path):
     assert expect in str(ei.value) and "\n" not in str(ei.value)
 
 
+def test_a_model_name_with_a_trailing_newline_is_refused():
+    doc = json.loads(zoo.PACKAGED_MANIFEST.read_text())
+    doc["models"]["evil\n"] = doc["models"].pop(NAME)
+    assert any("does not match" in err for err in zoo.validate(doc, zoo.load_schema()))
+
+
 @pytest.mark.skipif(not has("jsonschema"), reason="jsonschema not installed (cross-check of our own checker)")
 def test_schema_cross_checked_with_jsonschema():
     import jsonschema
@@ -250,6 +256,9 @@ def test_schema_cross_checked_with_jsonschema():
     (lambda e: e.update(colour="red"), "unexpected key 'colour'"),
     (lambda e: e.pop("imgsz"), "missing required key 'imgsz'"),
     (lambda e: e["metrics"].update(top1=140), "above the maximum"),
+    # JSON Schema patterns are ECMA-262 ones: '$' ends the text, it does not also admit a trailing newline
+    (lambda e: e.update(file="yolov8n-cls.pt\n"), "does not match"),
+    (lambda e: e.update(urls=["https://example.org/yolov8n-cls.pt\n"]), "does not match"),
 ])
 def test_schema_checker_rejects_bad_entries(change, expect, tmp_path, monkeypatch):
     doc = json.loads(zoo.PACKAGED_MANIFEST.read_text())

@@ -240,7 +240,7 @@ def _check_value(v, s: dict, at: str, errors: list[str]) -> None:
     if "enum" in s and not any(_same(v, c) for c in s["enum"]):
         errors.append(f"{at}: must be one of {', '.join(json.dumps(c) for c in s['enum'])}, got {json.dumps(v)}")
     if isinstance(v, str):
-        if "pattern" in s and not re.search(s["pattern"], v):
+        if "pattern" in s and not re.search(_ecma(s["pattern"]), v):
             errors.append(f"{at}: {v!r} does not match {s['pattern']}")
         if "minLength" in s and len(v) < s["minLength"]:
             errors.append(f"{at}: shorter than {s['minLength']} characters")
@@ -276,6 +276,12 @@ def _check_array(v: list, s: dict, root: dict, at: str, errors: list[str]) -> No
     if "items" in s:
         for i, item in enumerate(v):
             _check(item, s["items"], root, f"{at}[{i}]", errors)
+
+
+def _ecma(pattern: str) -> str:
+    """A JSON Schema (ECMA-262) pattern for Python's ``re``: its ``$`` ends the text, where Python's would also match
+    before a final newline (so ``"name\\n"`` would pass ``^[a-z]+$``)."""
+    return re.sub(r"(?<!\\)\$", r"\\Z", pattern)
 
 
 def _same(a, b) -> bool:
