@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from yolo_export.errors import FileError, YoloExportError
+from yolo_export.metadata import run_args
 from yolo_export.registry import HALF, Backend, Runner, model_files, register
 
 PARAM, BIN = "model.ncnn.param", "model.ncnn.bin"
@@ -29,7 +30,7 @@ class NcnnRunner(Runner):
         from yolo_export.threads import resolve
 
         metadata = metadata or {}
-        half = bool((metadata.get("args") or {}).get("half"))
+        half = bool(run_args(metadata).get("half"))
         param, weights = _files(path)
         check_loads(param, weights, half, metadata.get("imgsz"))
         self.ncnn = ncnn

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from yolo_export.errors import ArgumentError, FileError, MetadataError, NotAvailable
-from yolo_export.metadata import to_json
+from yolo_export.metadata import run_args, to_json
 from yolo_export.registry import DYNAMIC, HALF, Backend, Option, Runner, register
 
 EXTRA = "config.txt"
@@ -71,7 +71,7 @@ class TorchScriptBackend(Backend, name="torchscript", aliases=("ts", "jit"), tit
         return out
 
     def load(self, path, device, metadata, threads=None):
-        runner = TorchScriptRunner(path, device, half=bool((metadata.get("args") or {}).get("half")), threads=threads)
+        runner = TorchScriptRunner(path, device, half=bool(run_args(metadata).get("half")), threads=threads)
         warm_up(runner, metadata)
         return runner
 
@@ -117,7 +117,7 @@ def warm_up(runner, metadata: dict) -> None:
     inference timings (the demo's 10 ms/img TorchScript figure over 359 images was mostly this)."""
     imgsz = metadata.get("imgsz") or [224, 224]
     size = imgsz if isinstance(imgsz, (list, tuple)) else [imgsz, imgsz]
-    batch = int(metadata.get("batch") or 1) if not (metadata.get("args") or {}).get("dynamic") else 1
+    batch = int(metadata.get("batch") or 1) if not run_args(metadata).get("dynamic") else 1
     x = np.zeros((max(1, min(batch, 64)), 3, int(size[0]), int(size[-1])), dtype=np.float32)
     try:
         for _ in range(2):

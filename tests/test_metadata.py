@@ -2,6 +2,8 @@
 
 import ast
 
+import pytest
+
 from yolo_export import metadata as md
 
 
@@ -67,3 +69,41 @@ def test_one_encoder_for_every_carrier_and_the_cli():
                                       "b": True}
     assert encode({"names": {np.int64(0): "cat"}, "imgsz": (np.int32(32), 32)}) == {"names": "{0: 'cat'}",
                                                                                  "imgsz": "[32, 32]"}
+
+
+def _onnx_with(tmp_path, **props):
+    import json
+
+    from hostile import files as F
+
+    base = F.good_props()
+    pp = json.loads(base["preprocess"])
+    over = {k: (json.dumps({**pp, **v}) if k == "preprocess" else v) for k, v in props.items()}
+    path = tmp_path / "m.onnx"
+    F.tiny_onnx(path, {**base, **over})
+    return path
+
+
+@pytest.mark.parametrize("args", ["[1, 2]", "'half'", "__import__('os').system('true')"])
+def test_args_that_are_not_a_map_are_ignored_at_run_time(tmp_path, args):
+    """Another tool's ``args`` that is no map (a list, a string) is kept as read and never used as one."""
+    pytest.importorskip("onnxruntime")
+    from PIL import Image
+
+    from yolo_export import YOLO
+
+    img = tmp_path / "a.png"
+    Image.new("RGB", (40, 40), (10, 200, 30)).save(img)
+    r = YOLO(_onnx_with(tmp_path, args=args))(img)[0]
+    assert 0 <= r.probs.top1 < 3
+
+
+@pytest.mark.parametrize("key,value", [("std", [0, 0, 0]), ("std", [1, float("nan"), 1]),
+                                       ("mean", [float("inf"), 0, 0]), ("value_range", [0, float("nan")])])
+def test_preprocess_numbers_that_break_the_input_are_refused(key, value):
+    """A zero or non-finite std/mean/value_range would turn every input into NaN or inf; refused on reading."""
+    from yolo_export.errors import MetadataError
+
+    pp = {"resize": 32, "crop": 32, "mean": [0, 0, 0], "std": [1, 1, 1], key: value}
+    with pytest.raises(MetadataError, match=f"preprocess.{key}"):
+        md.decode({"names": "{0: 'a'}", "preprocess": md.encode({"preprocess": pp})["preprocess"]})

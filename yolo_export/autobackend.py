@@ -16,6 +16,7 @@ import numpy as np
 from yolo_export import registry
 from yolo_export.data.transforms import default_preprocess
 from yolo_export.errors import ArgumentError, MetadataError, reading
+from yolo_export.metadata import run_args
 
 
 class LoadedModel:
@@ -57,7 +58,7 @@ class LoadedModel:
         self.preprocess = self.metadata.get("preprocess") or {**default_preprocess(self.imgsz),
                                                                "layout": self.backend.layout}
         self.layout = self.preprocess.get("layout", self.backend.layout)
-        args = self.metadata.get("args") or {}
+        args = run_args(self.metadata)
         self.dynamic = bool(args.get("dynamic")) or self.path is None
         self.dynamic_imgsz = bool(getattr(self.runner, "any_imgsz", False))
         self.fixed_batch = getattr(self.runner, "fixed_batch", None)

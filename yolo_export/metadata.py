@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import datetime as _dt
 import json
+import math
 
 from yolo_export.errors import MetadataError
 
@@ -162,7 +163,17 @@ def check(meta: dict, source=None) -> dict:
             if v is not None and (not isinstance(v, (list, tuple)) or len(v) > 4
                                   or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
                 raise MetadataError(f"{_where(source)}metadata preprocess.{key} must be up to 4 numbers")
+            if v is not None and not all(math.isfinite(x) and (x or key != "std") for x in v):
+                raise MetadataError(f"{_where(source)}metadata preprocess.{key} must be finite numbers"
+                                    + (", none of them 0" if key == "std" else "") + f" (got {str(v)[:60]})")
     return meta
+
+
+def run_args(meta: dict) -> dict:
+    """The export arguments recorded in ``meta`` (``half``, ``dynamic``...), or {} when there are none or another
+    tool wrote something that is not a map (kept as read, never parsed or used)."""
+    args = (meta or {}).get("args")
+    return args if isinstance(args, dict) else {}
 
 
 def _size(v, field: str, budget, source) -> int:
