@@ -10,12 +10,22 @@ error, out of memory, hang, signal), and then every mutant that took the process
 ``--workdir`` keeps the exports between runs (they are made once). ``--fresh`` runs each mutant in a fresh
 ``python`` instead of a child forked from a warm worker (slow: every mutant imports its runtime). Exit 1 if any
 mutant took the process down.
+
+What the load check costs (ncnn and MNN are loaded and run once in a child before they are trusted): ``--load-cost R
+--before DIR`` times ``python -m yolo_export predict`` of each intact artefact, R alternating rounds of this checkout
+and of another source tree (``git archive <commit> | tar -x -C DIR; ln -s ../backends DIR/yolo_export/backends``),
+and prints the medians and their ratio (no mutants are run).
+
+    python benchmarks/damaged_artefacts.py --formats ncnn,mnn --load-cost 5 --before DIR --workdir DIR2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -60,6 +70,25 @@ def table(results: dict[str, list]) -> str:
     return "\n".join(lines)
 
 
+def load_cost(arts: dict[str, Path], before: str, rounds: int, work: Path) -> None:
+    """Median wall seconds of ``predict`` on each intact artefact: this checkout vs ``before``, alternating."""
+    from damaged import make_image
+
+    image = make_image(work / "image.jpg")
+    for fmt, path in arts.items():
+        times = {"this": [], "before": []}
+        for _ in range(rounds):
+            for who, pp in (("before", before), ("this", "")):
+                env = {**os.environ, "PYTHONPATH": pp, "YOLO_EXPORT_NO_PLUGINS": "1"}
+                t = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "yolo_export", "predict", "-m", str(path), "-s", str(image),
+                                "--json"], env=env, capture_output=True, check=True)
+                times[who].append(time.perf_counter() - t)
+        a, b = statistics.median(times["this"]), statistics.median(times["before"])
+        print(f"{fmt:<12} predict (one image, fresh process): this {a:.2f}s, before {b:.2f}s, ratio {a / b:.2f} "
+              f"(medians of {rounds}; load average {os.getloadavg()[0]:.1f})", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--per-format", type=int, default=40, help="mutants per format")
@@ -70,10 +99,15 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", default=None, help="keep the exports here (made once)")
     ap.add_argument("--json", default=None)
     ap.add_argument("-v", "--verbose", action="store_true", help="print every mutant's outcome")
+    ap.add_argument("--load-cost", type=int, default=0, help="rounds of timing predict against --before instead")
+    ap.add_argument("--before", default=None, help="another source tree of this project, for --load-cost")
     a = ap.parse_args(argv)
     work = Path(a.workdir or tempfile.mkdtemp(prefix="damaged-"))
     work.mkdir(parents=True, exist_ok=True)
     arts = artefacts(work, [f.strip() for f in a.formats.split(",") if f.strip()] or None)
+    if a.load_cost:
+        load_cost(arts, a.before or "", a.load_cost, work)
+        return 0
     from yolo_export import registry
 
     results, t0 = {}, time.perf_counter()
