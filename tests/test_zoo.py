@@ -9,6 +9,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -73,6 +74,16 @@ class Server:
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("ETag", '"' + hashlib.sha256(data).hexdigest()[:16] + '"')
                 self.end_headers()
+                if mode == "drip":  # a byte at a time, slowly enough that the transfer never ends (400 at most)
+                    try:
+                        for i in range(400):
+                            self.wfile.write(body[i:i + 1])
+                            self.wfile.flush()
+                            time.sleep(0.05)
+                    except OSError:
+                        pass
+                    self.close_connection = True
+                    return
                 if mode == "cut" and state.cuts > 0:
                     state.cuts -= 1
                     self.wfile.write(body[: len(body) // 2])
@@ -341,6 +352,15 @@ def test_server_ignoring_range_restarts_cleanly(server, ul_bytes, zoo_env):
         zoo.fetch(NAME, **FAST)
     server.mode[urlsplit(url).path] = "norange"
     assert zoo.fetch(NAME, **FAST)["checksum_status"] == "verified"  # 200 instead of 206: the part is rewritten
+
+
+def test_a_server_that_drips_is_a_stalled_download(server, ul_bytes, zoo_env):
+    """Each read arrives within the timeout, but a few bytes a second would take days: the download stops as stalled
+    once a timeout's worth of time brings less than a chunk, and keeps nothing."""
+    zoo_env.write(urls=[_serve(server, ul_bytes, mode="drip")], **_pinned(ul_bytes))
+    with pytest.raises(DownloadError, match="stalled") as ei:
+        zoo.fetch(NAME, **{**FAST, "timeout": 1})
+    assert "\n" not in str(ei.value)
 
 
 def test_checksum_mismatch_keeps_nothing(server, ul_bytes, zoo_env):

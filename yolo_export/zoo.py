@@ -438,7 +438,7 @@ def _fetch_once(url: str, part: Path, side: Path, *, size, timeout, progress, de
         atomic_write_bytes(side, json.dumps({"url": url, "validator": validator, "total": total}).encode())
         if offset:
             LOGGER.info(f"{desc}: resuming at {offset / 1e6:.1f} MB")
-        got = _stream(resp, url, part, side, mode, offset, total, cap, size, progress, desc)
+        got = _stream(resp, url, part, side, mode, offset, total, cap, size, progress, desc, timeout)
         if total is not None and got < total:
             raise _Transient(f"connection closed after {got} of {total} bytes from {_short(url)}")
         if total is not None and got > total:
@@ -490,22 +490,32 @@ def _extent(resp, url: str, offset: int, part: Path, side: Path) -> tuple[int, s
 
 
 def _stream(resp, url: str, part: Path, side: Path, mode: str, offset: int, total, cap: int, size, progress,
-            desc) -> int:
-    """Copy the response body onto ``part`` (never past ``cap`` bytes) with a progress bar; the bytes it now holds."""
+            desc, timeout: float) -> int:
+    """Copy the response body onto ``part`` (never past ``cap`` bytes) with a progress bar; the bytes it now holds.
+
+    Every ``timeout`` seconds must bring at least one chunk: a server answering each read in time but with a few
+    bytes (so that the transfer would take days) is a stalled download, tried again like a lost connection."""
     from tqdm import tqdm
 
     got = offset
+    read = getattr(resp, "read1", resp.read)  # what has arrived, not a wait for a whole chunk
+    since, at = time.monotonic(), got
     with open(part, mode) as f, tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
                                      desc=desc, disable=None if progress else True, leave=False,
                                      dynamic_ncols=True) as bar:
         while True:
             try:
-                chunk = resp.read(CHUNK)
+                chunk = read(CHUNK)
             except Exception as e:  # noqa: BLE001 - IncompleteRead, reset, timeout: all mean "try again"
                 raise _Transient(f"connection lost after {got} bytes from {_short(url)} "
                                  f"({type(e).__name__})") from None
             if not chunk:
                 return got
+            if time.monotonic() - since >= timeout:
+                if got + len(chunk) - at < CHUNK:
+                    raise _Transient(f"download from {_short(url)} stalled: {got + len(chunk) - at} bytes in "
+                                     f"{timeout:g}s (after {got} bytes)")
+                since, at = time.monotonic(), got + len(chunk)
             if got + len(chunk) > cap:
                 f.close()
                 _discard(part, side)
