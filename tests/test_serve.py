@@ -50,7 +50,7 @@ class Server:
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      start_new_session=True)
-        deadline = time.time() + 90
+        deadline = time.time() + 300
         while time.time() < deadline:
             assert self.proc.poll() is None, self.proc.communicate()[1][-2000:]
             try:
@@ -60,7 +60,7 @@ class Server:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise AssertionError("the server did not become ready within 90 s")
+        raise AssertionError("the server did not become ready within 300 s")
 
     def rss_mb(self) -> float:
         with open(f"/proc/{self.proc.pid}/status") as f:
@@ -200,9 +200,10 @@ def wait_in_flight(server: Server, n: int, within: float = 60) -> None:
 
 
 def test_over_the_concurrency_cap_is_503_json_and_serving_goes_on(onnx_model):
-    """--max-concurrency 2: two requests wait in the batcher (3 s), a third is refused at once with 503 and the
-    error document, before its body is read; health answers meanwhile; afterwards every request is served."""
-    s = Server(onnx_model, "--max-concurrency", "2", "--max-batch", "64", "--batch-wait-ms", "3000")
+    """--max-concurrency 2: two requests wait in the batcher (5 s: room for the third post on a busy machine), a third
+    is refused at once with 503 and the error document, before its body is read; health answers meanwhile; afterwards
+    every request is served."""
+    s = Server(onnx_model, "--max-concurrency", "2", "--max-batch", "64", "--batch-wait-ms", "5000")
     try:
         out: dict = {}
         threads = [threading.Thread(target=lambda i=i: out.update({i: post(s.url + "/predict", content=jpeg())}))
@@ -230,7 +231,7 @@ def test_replicas_metrics_and_ready_are_whole(onnx_model):
         ready = get(s.url + "/ready").json()
         assert ready["workers"] == 2 and ready["replicas"] == 2, ready
         pids, n = set(), 0
-        deadline = time.time() + 60
+        deadline = time.time() + 180
         while (len(pids) < 2 or n < 12) and time.time() < deadline:  # new connections: the kernel spreads them
             r = post(s.url + "/predict", content=jpeg(seed=n))
             assert r.status_code == 200, r.text
@@ -346,7 +347,7 @@ def test_missing_model_is_one_line_and_not_ready(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "yolo_export", "serve", str(p), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
-        deadline, r = time.time() + 60, None
+        deadline, r = time.time() + 300, None
         while time.time() < deadline:
             try:
                 r = get(f"http://127.0.0.1:{port}/ready", timeout=2)
