@@ -425,6 +425,11 @@ def test_a_slow_body_gets_408_and_frees_its_slot(onnx_model):
             held.append(c)
         first = _read_until_closed(held[0])
         assert first.startswith(b"HTTP/1.1 408") and b"not received within 1 s" in first, first
+        c = socket.create_connection(("127.0.0.1", s.port), timeout=60)
+        c.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")  # and the rest of the head never comes
+        status, _, doc = _answer(_read_until_closed(c))
+        c.close()
+        assert status == 408 and is_error_doc(doc, "LimitError") and "head not received" in doc["error"], doc
         assert post(s.url + "/predict", content=jpeg()).status_code == 200
         for c in held:
             c.close()

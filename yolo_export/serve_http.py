@@ -14,6 +14,8 @@
 - **pipelining**: at most ``MAX_PIPELINE`` requests are parsed ahead of the one being answered (uvicorn parses
   all it has read and resumes reading after every answer: one connection of tiny pipelined requests, ~2 KB of
   server memory each, grew the server by gigabytes); the rest stay in the socket, where TCP slows the client down;
+- **head timeout**: a request's head must arrive within ``timeout`` of its first byte (or of the connection),
+  else 408: uvicorn has no such limit, and headers sent a byte at a time held a connection for ever;
 - **write stall**: a client that does not read its answers (pipelined requests, never read) stalls the answer once
   the socket's buffers are full; after ``timeout`` seconds stalled the connection is dropped, so the request's slot
   goes back.
@@ -81,15 +83,16 @@ class ServeHTTP(AutoHTTPProtocol):
         self.lingering = self.shutting_down = False
         self.in_head, self.head_bytes, self.body_left = True, 0, None
         self.wants_reading, self.backlog = True, b""
-        self._linger_timer = self._stall_timer = None
+        self._linger_timer = self._stall_timer = self._head_timer = None
 
     # ------------------------------------------------------------------ connection
     def connection_made(self, transport) -> None:
         self.raw = transport
         super().connection_made(StagedClose(transport, self))
+        self._arm_head_timer()
 
     def connection_lost(self, exc) -> None:
-        for timer in (self._linger_timer, self._stall_timer):
+        for timer in (self._linger_timer, self._stall_timer, self._head_timer):
             if timer is not None:
                 timer.cancel()
         super().connection_lost(exc)
@@ -142,6 +145,7 @@ class ServeHTTP(AutoHTTPProtocol):
             return None  # the answer is out; what the client still sends is dropped
         if not PARSES_HERE:
             return super().data_received(data)
+        self._arm_head_timer()
         had_backlog = bool(self.backlog)
         if had_backlog:
             data, self.backlog = self.backlog + bytes(data), b""
@@ -176,7 +180,26 @@ class ServeHTTP(AutoHTTPProtocol):
         self.in_head, self.head_bytes = True, 0
         super().on_message_begin()
 
+    def _arm_head_timer(self) -> None:
+        """A head must arrive within ``timeout`` of its first byte (or of the connection): headers trickled a byte
+        at a time would otherwise hold the connection for ever (the keep-alive timer stops at the first byte)."""
+        idle = self.cycle is None or self.cycle.response_complete
+        if PARSES_HERE and self._head_timer is None and idle:
+            self._head_timer = self.loop.call_later(self.timeout, self._head_timeout)
+
+    def _head_timeout(self) -> None:
+        self._head_timer = None
+        if self.lingering or self.raw.is_closing() or self.pipeline or self.backlog or not self.in_head:
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            return  # a request is being answered: the next head waits for the server, not the client
+        self._write_error(408, b"Request Timeout", LimitError(f"request head not received within {self.timeout:g} s"))
+        self.close_connection(linger=False)
+
     def on_headers_complete(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         self.in_head = False
         declared = [v for k, v in self.headers if k == b"content-length"]
         chunked = any(k == b"transfer-encoding" for k, _ in self.headers)
