@@ -271,3 +271,21 @@ def test_missing_packages_are_named_as_users_install_them(monkeypatch):
         checked += 1
     assert checked >= 10
     assert registry.get("mnn").is_available()[1] == "needs the 'mnn' extra (missing MNN, onnx, onnxruntime)"
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"simplify": "false"}, "--simplify is on or off: True or False, not 'false'"),
+    ({"half": "yes"}, "--half is on or off"),
+    ({"force": "no"}, "--force is on or off"),
+    ({"halff": True}, r"does not take --halff .*; did you mean --half\?"),
+    ({"img_size": 64}, r"; did you mean --imgsz\?"),
+    ({"int8": True, "calib_image": 8}, r"; did you mean --calib-images\?"),
+])
+def test_python_api_flags_are_checked_like_the_cli(pt_copy, kw, match):
+    """YOLO.export(simplify="false") is refused (a non-empty string would have meant on), and a mistyped keyword
+    is named with the one it is near."""
+    with pytest.raises(ArgumentError, match=match):
+        YOLO(pt_copy).export("onnx", **kw)
+    assert sorted(p.name for p in pt_copy.parent.iterdir()) == ["tiny.pt"]
+    args = registry.get("onnx").resolve_args({"simplify": 0, "dynamic": 1, "verify": False})
+    assert args["simplify"] is False and args["dynamic"] is True and args["verify"] is False

@@ -52,6 +52,11 @@ class Option:
 
     def check(self, value):
         """``value`` as this option's type, inside its range and choices, else one ArgumentError line."""
+        if self.type is bool:   # YOLO.export(simplify="false") must not mean on
+            if isinstance(value, bool) or type(value).__name__ == "bool_" or (isinstance(value, int)
+                                                                             and value in (0, 1)):
+                return bool(value)
+            raise ArgumentError(f"{self.flag} is on or off: True or False, not {value!r}")
         if self.choices:
             if value not in self.choices:
                 raise ArgumentError(f"{self.flag} takes {' or '.join(repr(c) for c in self.choices)}, not {value!r}")

@@ -299,10 +299,14 @@ class Backend:
         declared = self.declared_options()
         bad = [k for k, v in given.items() if k not in declared and v not in (None, False, _default_of(k))]
         if bad:
+            import difflib
+
             takes = ", ".join(o.flag for o in sorted(self.options, key=lambda o: o.name))
+            near = difflib.get_close_matches(str(bad[0]), list(declared), n=1, cutoff=0.75)   # a typo: 'halff'
             raise ArgumentError(
                 f"format '{self.name}' does not take {', '.join('--' + b.replace('_', '-') for b in bad)}"
                 f" (it takes {takes or 'no format-specific options'}, plus --imgsz --batch --device)"
+                + (f"; did you mean {declared[near[0]].flag}?" if near else "")
             )
 
     def resolve_args(self, given: dict) -> dict:

@@ -43,7 +43,7 @@ def export(source, format: str = "onnx", **kwargs) -> ExportResult:
     format, flags = registry.split_precision(format)
     backend = registry.get(format)
     given = {**flags, **{k: v for k, v in kwargs.items() if v is not None}}
-    force = bool(given.pop("force", False))
+    force = registry.option("force").check(given.pop("force", False))   # on or off, like every flag
     args = backend.resolve_args(given)
     if source.model is None:   # before the extra: installing it would not help
         raise ArgumentError(f"export needs a PyTorch model (.pt or .yaml); {source.ckpt_path} is a "
