@@ -483,3 +483,8 @@ def test_edgetpu_without_its_compiler_is_refused_before_any_work(cli, pt_copy):
     code, out, err = cli(pt_copy, "-f", "edgetpu", "--calib", "synthetic")
     assert code == 1 and ("apt-get install edgetpu-compiler" in one_line(err) or "pip install" in err), err
     assert sorted(p.name for p in pt_copy.parent.iterdir()) == ["tiny.pt"]
+
+
+def test_top_help_says_where_the_export_options_are(cli):
+    code, out, _ = cli("--help")
+    assert code == 0 and "yexport MODEL --help" in out and "yexport formats" in out

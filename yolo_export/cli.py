@@ -65,6 +65,7 @@ def main():
 
     \b
       yexport MODEL --format FMT [options]      export (the default command)
+      yexport MODEL --help                      the export options (per format: yexport formats)
       yexport predict --model M --source S      classify images with any format
       yexport info MODEL                        parameters, GFLOPs, metadata
       yexport formats                           every format and whether it runs here
