@@ -30,8 +30,8 @@ from yolo_export.cli_common import RAY_LOCAL, _json_opt, _ray_opt, _threads_opt,
               help="POST requests served at once; more get 503 before their body is read (memory for bodies stays "
                    "under this x --max-upload-mb).")
 @click.option("--body-timeout", type=float, default=30.0, show_default=True,
-              help="Seconds a POST body may take to arrive, and a client to take its answer; a slower client "
-                   "gets 408 (or, not reading, loses the connection) and frees its slot.")
+              help="Seconds a request's head or POST body may take to arrive, and a client to take its answer; a "
+                   "slower client gets 408 (or, not reading, loses the connection) and frees its slot.")
 @click.option("--fast-preprocess", is_flag=True,
               help="Draft JPEG decode + one-pass resize (as predict --fast-preprocess): faster, a few /255 off.")
 @_ray_opt
