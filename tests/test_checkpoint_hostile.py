@@ -441,3 +441,37 @@ def test_damaged_checkpoints_fail_with_our_error_only(tmp_path):
                 assert "\n" not in str(e)
                 outcomes["refused"] += 1
     assert outcomes["refused"] > 20, outcomes
+
+
+def _record(path, name: str):
+    """(central-directory entry, offset of its local header, offset of its data) of one record of a torch zip."""
+    with zipfile.ZipFile(path) as z:
+        info = next(i for i in z.infolist() if i.filename.endswith(name))
+    raw = path.read_bytes()
+    n, m = int.from_bytes(raw[info.header_offset + 26:info.header_offset + 28], "little"), \
+        int.from_bytes(raw[info.header_offset + 28:info.header_offset + 30], "little")
+    return info, info.header_offset, info.header_offset + 30 + n + m
+
+
+def test_storage_records_are_checked_as_they_are_read(tmp_path):
+    """Weights are read straight from the file into tensor memory: a flipped weight byte fails the record's CRC-32,
+    and a local header that disagrees with the central directory (name, compression) is refused, each in one line."""
+    from yolo_export.errors import CheckpointError
+    from yolo_export.nn.checkpoint import load_checkpoint, save_checkpoint
+
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, _tiny_model())
+    info, head, data = _record(good, "data/0")
+    assert info.file_size > 0
+    cases = [(data + info.file_size // 2, None, "fails its CRC-32 check"),  # a weight byte flipped
+             (head + 30, b"X", "local header of data/0 does not match"),   # the local name's first byte
+             (head + 8, b"\x08", "local header of data/0 does not match")]  # the local method: deflate
+    for i, (pos, val, match) in enumerate(cases):
+        b = bytearray(good.read_bytes())
+        b[pos] = b[pos] ^ 0xFF if val is None else val[0]
+        p = tmp_path / f"bad{i}.pt"
+        p.write_bytes(bytes(b))
+        with pytest.raises(CheckpointError, match=match) as e:
+            load_checkpoint(p)
+        assert "\n" not in str(e.value)
+    load_checkpoint(good)

@@ -213,3 +213,24 @@ def test_adopt_swaps_the_model_and_forgets_the_loaded_one(tiny_yolo, tiny_pt):
     assert lm is not first and lm.names == tiny_yolo.names
     with pytest.raises(AttributeError, match="adopt"):
         y.format = "onnx"
+
+
+def test_checkpoint_build_skips_random_init_and_shares_nothing(tmp_path):
+    """The model is materialised from the checked meta-device build and filled from the state dict (no random init
+    to throw away): same outputs, its own memory, and a real build whenever the state dict would not cover it."""
+    from yolo_export.nn.checkpoint import _materialise, build_from_checkpoint, load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    m = ClassificationModel("yolov8n-cls.yaml", nc=3).eval()
+    save_checkpoint(tmp_path / "a.pt", m, half=False)
+    ck = load_checkpoint(tmp_path / "a.pt")
+    back = build_from_checkpoint(ck)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(back(x), m(x))
+    assert not any(t.is_meta for t in [*back.state_dict().values(), back.stride])
+    w = back.model[0].conv.weight
+    assert w.data_ptr() != ck["state_dict"]["model.0.conv.weight"].data_ptr()
+    with torch.device("meta"):
+        meta = ClassificationModel("yolov8n-cls.yaml", nc=3)
+        meta.model[0].register_buffer("scratch", torch.zeros(1), persistent=False)
+    assert _materialise(meta, ck["state_dict"]) is None

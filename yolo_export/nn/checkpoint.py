@@ -166,15 +166,32 @@ def build_from_checkpoint(ckpt: dict):
         if ckpt.get("fused"):
             meta.fuse()
     _check_weights_fit(meta.state_dict(), ckpt["state_dict"], cfg.get("yaml_file", "model"))
-    model = ClassificationModel(cfg, **args)
-    if ckpt.get("fused"):
-        model.fuse()
-    model.load_state_dict(ckpt["state_dict"], strict=True)
+    model = _materialise(meta, ckpt["state_dict"])
+    if model is None:  # something the state dict does not cover: build it for real (random init, then the weights)
+        model = ClassificationModel(cfg, **args)
+        if ckpt.get("fused"):
+            model.fuse()
+        model.load_state_dict(ckpt["state_dict"], strict=True)
     model.imgsz = int(ckpt.get("imgsz") or 224)
     model.preprocess = ckpt.get("preprocess")
     model.train_args = ckpt.get("train_args")
     model.metrics = ckpt.get("metrics")
     return model.float().eval()
+
+
+def _materialise(meta, state_dict: dict):
+    """The checked meta-device model given real memory and filled from ``state_dict`` (copied, so the model never
+    shares memory with the checkpoint dict), skipping the random initialisation that the weights would overwrite
+    (most of a large model's build time). None if any tensor of the model is not in the state dict."""
+    named = dict(meta.named_parameters(remove_duplicate=False)) | dict(meta.named_buffers(remove_duplicate=False))
+    if set(named) - set(state_dict):
+        return None
+    model = meta.to_empty(device="cpu")
+    model.load_state_dict(state_dict, strict=True)
+    for m in model.modules():
+        if any(isinstance(v, torch.Tensor) and v.is_meta for v in vars(m).values()):
+            return None
+    return model
 
 
 def save_ultralytics_as_ours(src: str | Path, dst: str | Path) -> Path:

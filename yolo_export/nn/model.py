@@ -78,7 +78,7 @@ class ClassificationModel(nn.Module):
         except (TypeError, ValueError, IndexError, KeyError, RuntimeError) as e:
             raise YoloExportError(f"model YAML cannot be built: {str(e).strip().splitlines()[0][:200]}") from None
         self.set_attrs(**attrs)
-        self.stride = torch.tensor([1.0])
+        self.stride = torch.tensor([1.0], device="cpu")  # a constant, real even in a meta-device build
         self.names = normalise_names(names, self.yaml["nc"])
 
     @property

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import pickle
 import re
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 from yolo_export.errors import CheckpointError, YoloExportError
@@ -41,6 +43,8 @@ ITEMS = Budget("YOLO_EXPORT_MAX_CHECKPOINT_ITEMS", 100_000, "items")
 PICKLE_ITEMS = Budget("YOLO_EXPORT_MAX_PICKLE_ITEMS", 1_000_000, "items")
 
 ZIP_MAGIC = b"PK\x03\x04"
+# a zip local file header: signature, version, flags, method, time, date, CRC, sizes, name and extra field lengths
+_LOCAL_HEADER = struct.Struct("<4s2xHH4x4x4x4xHH")
 MAX_ENTRIES = 100_000
 _BOOKKEEPING = {"byteorder", "version", ".format_version", ".storage_alignment", ".data/version",
                 ".data/serialization_id"}
@@ -54,6 +58,7 @@ class StorageType:
 
     def __init__(self, name: str, dtype):
         self.name, self.dtype = name, dtype
+        self.itemsize = dtype.itemsize
 
     def __repr__(self):
         return f"StorageType({self.name})"
@@ -138,17 +143,19 @@ def _check_entries(path: Path, zf: zipfile.ZipFile) -> str:
 
 
 class _Storages:
-    """``persistent_load`` for a torch archive: each storage is checked against its record before allocation."""
+    """``persistent_load`` for a torch archive: each storage is checked against its record before allocation, then
+    read straight from the file into the tensor's memory (one copy, like torch's own reader) and its CRC-32 checked
+    against the central directory's."""
 
     def __init__(self, path: Path, zf: zipfile.ZipFile, prefix: str):
         self.path, self.zf, self.prefix = path, zf, prefix
         self.loaded: dict[str, object] = {}
-        self.budget = path.stat().st_size  # all storages together cannot be larger than the file holding them
-        self.elements = path.stat().st_size  # nor can the tensors viewing them hold more elements than it has bytes
+        self.size = path.stat().st_size
+        self.budget = self.size  # all storages together cannot be larger than the file holding them
+        self.elements = self.size  # nor can the tensors viewing them hold more elements than it has bytes
+        self.raw = zf.fp  # the archive's own file, opened by path
 
     def __call__(self, pid):
-        import torch
-
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] in ("storage", b"storage")):
             raise CheckpointError(f"{self.path}: malformed tensor storage reference in data.pkl")
         _, stype, key, _location, numel = pid
@@ -159,7 +166,7 @@ class _Storages:
             return self.loaded[key]
         if isinstance(numel, bool) or not isinstance(numel, int) or numel < 0:
             raise CheckpointError(f"{self.path}: storage {key} declares {numel!r} elements")
-        nbytes = numel * torch.empty((), dtype=stype.dtype).element_size()
+        nbytes = numel * stype.itemsize
         try:
             info = self.zf.getinfo(f"{self.prefix}data/{key}")
         except KeyError:
@@ -169,16 +176,7 @@ class _Storages:
                                   f"{info.file_size} (the file has {self.budget} bytes left); refused before "
                                   "allocating")
         self.budget -= nbytes
-        buf = torch.empty(nbytes, dtype=torch.uint8)
-        view = memoryview(buf.numpy()) if nbytes else None
-        with self.zf.open(info) as f:
-            got = 0
-            while got < nbytes:
-                n = f.readinto(view[got:])
-                if not n:
-                    raise CheckpointError(f"{self.path}: storage record data/{key} ends early (truncated?)")
-                got += n
-        st = torch.storage.TypedStorage(wrap_storage=buf.untyped_storage(), dtype=stype.dtype, _internal=True)
+        st = self._read(info, key, nbytes, stype.dtype)
         self.loaded[key] = st
         return st
 
@@ -195,6 +193,41 @@ class _Storages:
             raise CheckpointError(f"{self.path}: its tensors together hold more elements than the file has bytes "
                                   "(views that repeat a storage); refused before allocating")
         return torch._utils._rebuild_tensor_v2(storage, storage_offset, size, stride, *rest)
+
+    def _data_offset(self, info: zipfile.ZipInfo, key: str) -> int:
+        """Where the record's bytes start: after its local header, which must match the central directory."""
+        self.raw.seek(info.header_offset)
+        head = self.raw.read(_LOCAL_HEADER.size)
+        if len(head) != _LOCAL_HEADER.size:
+            raise CheckpointError(f"{self.path}: storage record data/{key} ends early (truncated?)")
+        magic, flags, method, name_len, extra_len = _LOCAL_HEADER.unpack(head)
+        name = self.raw.read(name_len)
+        if magic != ZIP_MAGIC or name != info.orig_filename.encode("utf-8" if flags & 0x800 else "cp437") or \
+                method != zipfile.ZIP_STORED or flags & 0x1:
+            raise CheckpointError(f"{self.path}: the local header of data/{key} does not match the archive's "
+                                  "directory (corrupt or crafted)")
+        start = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
+        if start + info.file_size > self.size:
+            raise CheckpointError(f"{self.path}: storage record data/{key} claims bytes beyond the end of the file "
+                                  "(truncated?)")
+        return start
+
+    def _read(self, info: zipfile.ZipInfo, key: str, nbytes: int, dtype):
+        import torch
+
+        start = self._data_offset(info, key)
+        buf = torch.empty(nbytes, dtype=torch.uint8)
+        view = memoryview(buf.numpy()) if nbytes else memoryview(b"")
+        self.raw.seek(start)
+        got = 0
+        while got < nbytes:
+            n = self.raw.readinto(view[got:])  # a large read goes straight into the tensor, past the file's buffer
+            if not n:
+                raise CheckpointError(f"{self.path}: storage record data/{key} ends early (truncated?)")
+            got += n
+        if nbytes == info.file_size and zlib.crc32(view) != info.CRC:
+            raise CheckpointError(f"{self.path}: storage record data/{key} fails its CRC-32 check (corrupt?)")
+        return torch.storage.TypedStorage(wrap_storage=buf.untyped_storage(), dtype=dtype, _internal=True)
 
 
 def read_torch_zip(path: str | Path, unpickler_cls: type[pickle.Unpickler]):
