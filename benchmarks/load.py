@@ -17,7 +17,16 @@ package runs from its own venv (``--ref-python``, default ``/tmp/refvenv/bin/pyt
 
 Tasks (``--tasks``): predict (batch 1, imgsz 32 and 224), val (digits, imgsz 32), train (one epoch of digits at
 imgsz 32), reference (ONNX predict end to end at 224 vs the reference package, and the floor), export (ONNX export
-with the parity check vs the reference package's export, wall and CPU time).
+with the parity check vs the reference package's export, wall and CPU time), int8 (ONNX and OpenVINO int8 export
+at 32: calibration and the parity check).
+
+numpy's BLAS pool (OpenBLAS or MKL, threads of its own outside the thread policy): every child reports the CPU time
+that pool's threads spent during its task (``blas_pool_cpu_ms``: 0 means no BLAS call of the task was large enough
+to wake them). ``--blas`` also runs every predict/val/train/int8 job a second time with that pool limited to one
+thread (``OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1``, label ``blas1``), in the same rounds, and prints the ratios:
+
+    python benchmarks/load.py --quick --blas --threads default --tasks predict,val,train,int8 \
+        --formats pytorch,torchscript,onnx
 """
 
 from __future__ import annotations
@@ -34,13 +43,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve()
 FORMATS = ("pytorch", "torchscript", "onnx", "openvino")
+BLAS1 = {"OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 BG_TORCH = "import torch\na = torch.randn(384, 384)\nwhile True:\n    a @ a\n"
 
 
 def clean_env(**extra) -> dict:
     """The environment a user's process would start with: no wait policy chosen, no thread count forced."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS",
-                                                           "YOLO_EXPORT_THREADS")}
+                                                           "YOLO_EXPORT_THREADS", *BLAS1)}
     env.update(extra)
     return env
 
@@ -109,17 +119,17 @@ def do_setup(s: dict) -> dict:
             print(f"{f}: {e}", file=sys.stderr)
     ref = d / "ref224.pt"
     code = f"from ultralytics import YOLO; YOLO('yolov8n-cls.yaml').save({str(ref)!r})"
-    made = subprocess.run([s["ref_python"], "-c", code], capture_output=True, text=True,
-                          env=clean_env(YOLO_OFFLINE="1"))
-    big = YOLO(str(ref)) if made.returncode == 0 else YOLO("yolov8n-cls.yaml")
-    if made.returncode != 0:
+    made = Path(s["ref_python"]).exists() and subprocess.run(
+        [s["ref_python"], "-c", code], capture_output=True, text=True, env=clean_env(YOLO_OFFLINE="1")).returncode == 0
+    big = YOLO(str(ref)) if made else YOLO("yolov8n-cls.yaml")
+    if not made:
         big.model.imgsz = 224
         ref = Path(big.save(d / "m224.pt"))
         big = YOLO(str(ref))
     out["pytorch224"] = str(ref)
     out["torchscript224"] = big.export("torchscript", imgsz=224, threads=1, output=str(d / "m224.torchscript"))
     out["onnx224"] = big.export("onnx", imgsz=224, threads=1, output=str(d / "m224.onnx"))
-    out["ref_ok"] = made.returncode == 0
+    out["ref_ok"] = made
     return out
 
 
@@ -166,6 +176,24 @@ def do_train(s: dict) -> dict:
                                              fraction=s["fraction"], project=tmp, name="t", val=False, plots=False,
                                              progress=False)
     return {"img_per_s": out["images_per_s"], "threads": out["threads"], "workers": out["workers"]}
+
+
+def do_int8(s: dict) -> dict:
+    """ONNX and OpenVINO int8 exports at 32 (calibration on digits, parity check), wall seconds each."""
+    from yolo_export import YOLO
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        y = YOLO(s["models"]["pytorch32"], threads=s["threads"])
+        for fmt, name in (("onnx", "m.onnx"), ("openvino", "m_openvino_model")):
+            t0 = time.perf_counter()
+            try:
+                y.export(fmt, imgsz=32, int8=True, data="digits", threads=s["threads"], output=str(Path(tmp) / name))
+            except Exception as e:  # noqa: BLE001 - a missing extra leaves its figure empty
+                print(f"{fmt} int8: {e}", file=sys.stderr)
+                continue
+            out[fmt] = {"wall_s": round(time.perf_counter() - t0, 3)}
+    return out
 
 
 def do_floor(s: dict) -> dict:
@@ -258,10 +286,42 @@ def export_pair(s: dict, work: Path) -> dict:
     return out
 
 
+def _task_cpu_ms(tids: set[str]) -> float:
+    """User + system CPU milliseconds of these threads of this process (those that still run)."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0
+    for tid in tids:
+        try:
+            f = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(f[11]) + int(f[12])
+    return total * 1e3 / tick
+
+
+def blas_pool() -> set[str]:
+    """The threads numpy's BLAS starts when it loads (its pool): the tasks that appear on ``import numpy``. Called
+    first in a child, then left 0.3 s for the pool's start-up spin to end, so that a task's figure is its own."""
+    try:
+        before = set(os.listdir("/proc/self/task"))
+    except OSError:  # pragma: no cover - no /proc
+        return set()
+    import numpy  # noqa: F401
+
+    pool = set(os.listdir("/proc/self/task")) - before
+    time.sleep(0.3)
+    return pool
+
+
 def run_child(spec: dict) -> dict:
     fn = {"setup": do_setup, "predict": do_predict, "val": do_val, "train": do_train, "floor": do_floor,
-          "refpredict": reference_predict}[spec["task"]]
-    return fn(spec)
+          "refpredict": reference_predict, "int8": do_int8}[spec["task"]]
+    pool = blas_pool()
+    c0 = _task_cpu_ms(pool)
+    out = fn(spec)
+    if isinstance(out, dict):
+        out["blas_pool_cpu_ms"] = round(_task_cpu_ms(pool) - c0, 1)
+        out["blas_pool_threads"] = len(pool)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ driver
@@ -284,6 +344,11 @@ def plan(a, models: dict) -> list[dict]:
                          "env": {"OMP_WAIT_POLICY": "libgomp-default"}, "label": "old-spin"})
     if "train" in tasks:
         jobs += [{"task": "train", "format": "pytorch", "threads": t, "fraction": a.fraction} for t in a.threads_opts]
+    if "int8" in tasks and models.get("pytorch32"):
+        jobs.append({"task": "int8", "format": "pytorch", "threads": None})
+    if a.blas:  # the same default-thread jobs with numpy's BLAS pool limited to one thread
+        jobs += [{**j, "env": {**j.get("env", {}), **BLAS1}, "label": "blas1"} for j in list(jobs)
+                 if j["task"] in ("predict", "val", "train", "int8") and j["threads"] is None and not j.get("label")]
     if "reference" in tasks:
         jobs += [{"task": "floor"}, {"task": "refpredict"}]
     if "export" in tasks:
@@ -317,6 +382,9 @@ def main():
     ap.add_argument("--ref-python", default="/tmp/refvenv/bin/python")
     ap.add_argument("--work", help="folder for models and images (default: a temporary one)")
     ap.add_argument("--json", help="write every measurement here")
+    ap.add_argument("--threads", default="default,1", help="thread settings to run: 'default' and/or counts")
+    ap.add_argument("--blas", action="store_true", help="also run each default-thread job with numpy's BLAS pool "
+                    "limited to one thread (label blas1), and print the ratios")
     ap.add_argument("--old-policy", action="store_true", help="also time PyTorch/TorchScript predict as before the "
                     "policy (libgomp's default spinning, a thread per core)")
     a = ap.parse_args()
@@ -327,7 +395,7 @@ def main():
         a.rounds, a.images, a.fraction = 2, 24, 0.1
         if a.loads == "quiet,torch,spin":
             a.loads = "quiet,torch"
-    a.threads_opts = [None, 1]
+    a.threads_opts = [None if t == "default" else int(t) for t in a.threads.split(",")]
     ref_ok = Path(a.ref_python).exists()
     tmp = tempfile.TemporaryDirectory()
     work = Path(a.work or tmp.name)
@@ -409,7 +477,25 @@ def summarise(res: dict, loads: list[str]) -> dict:
                 for who in ("ours", "reference"):
                     for f in ("wall_s", "cpu_s"):
                         s[f"export/{who}/{f}"] = _med(rows, who, f)
+            elif task == "int8":
+                for fmt in ("onnx", "openvino"):
+                    s[f"{key}/{fmt}/wall_s"] = _med(rows, fmt, "wall_s")
+            if task != "export":
+                s[f"{key}/blas_pool_cpu_ms"] = _med(rows, "blas_pool_cpu_ms")
     return out
+
+
+def _blas_lines(v: dict) -> list[str]:
+    """blas1 / default for every figure measured both ways (time: < 1 means limiting the BLAS pool helped)."""
+    lines = []
+    for k, x in sorted(v.items()):
+        if "/default/" not in k or k.endswith(("/threads", "/blas_pool_cpu_ms")):
+            continue
+        y = v.get(k.replace("/default/", "/blas1/"))
+        if x and y:
+            kind = "throughput" if k.endswith("img_per_s") else "time"
+            lines.append(f"BLAS pool 1 thread / unlimited, {k} ({kind}): {_ratio(y, x)} ({y} vs {x})")
+    return lines
 
 
 def _ratio(a, b):
@@ -449,6 +535,7 @@ def print_report(rep: dict, loads: list[str]) -> None:
         if ex_o and ex_r:
             lines.append(f"ONNX export ours / reference: wall {_ratio(ex_o, ex_r)} ({ex_o} vs {ex_r} s), CPU "
                          f"{_ratio(v.get('export/ours/cpu_s'), v.get('export/reference/cpu_s'))}")
+        lines += _blas_lines(v)
         print(f"  [{ld}] " + f"\n  [{ld}] ".join(lines))
 
 
