@@ -22,8 +22,10 @@ at 32: calibration and the parity check).
 
 numpy's BLAS pool (OpenBLAS or MKL, threads of its own outside the thread policy): every child reports the CPU time
 that pool's threads spent during its task (``blas_pool_cpu_ms``: 0 means no BLAS call of the task was large enough
-to wake them). ``--blas`` also runs every predict/val/train/int8 job a second time with that pool limited to one
-thread (``OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1``, label ``blas1``), in the same rounds, and prints the ratios:
+to wake them) and how often OpenBLAS had to start its pool again after a fork (``blas_pool_restarts``: only such a
+call does; see ``BlasPool``). ``--blas`` also runs every predict/val/train/int8 job a second time with that pool
+limited to one thread (``OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1``, label ``blas1``), in the same rounds, and prints
+the ratios:
 
     python benchmarks/load.py --quick --blas --threads default --tasks predict,val,train,int8 \
         --formats pytorch,torchscript,onnx
@@ -298,29 +300,64 @@ def _task_cpu_ms(tids: set[str]) -> float:
     return total * 1e3 / tick
 
 
-def blas_pool() -> set[str]:
-    """The threads numpy's BLAS starts when it loads (its pool): the tasks that appear on ``import numpy``. Called
-    first in a child, then left 0.3 s for the pool's start-up spin to end, so that a task's figure is its own."""
-    try:
-        before = set(os.listdir("/proc/self/task"))
-    except OSError:  # pragma: no cover - no /proc
-        return set()
-    import numpy  # noqa: F401
+class BlasPool:
+    """numpy's BLAS pool in this child: the threads that appear on ``import numpy`` (called first, then left 0.3 s
+    for the pool's start-up spin to end, so that a task's figure is its own), and the CPU time they spend.
 
-    pool = set(os.listdir("/proc/self/task")) - before
-    time.sleep(0.3)
-    return pool
+    OpenBLAS ends its pool before every ``fork()`` (a DataLoader worker, say) and starts a new one at the next BLAS
+    call large enough to use threads; the pool's CPU time is read before each fork, and a pool found running again
+    after one (``blas_server_avail``) is counted in ``restarts``: such a call happened. None where that flag cannot be
+    read (another BLAS)."""
+
+    def __init__(self):
+        try:
+            before = set(os.listdir("/proc/self/task"))
+        except OSError:  # pragma: no cover - no /proc
+            before = None
+        import numpy  # noqa: F401
+
+        self.tids = set(os.listdir("/proc/self/task")) - before if before is not None else set()
+        self.size = len(self.tids)
+        self.avail = _openblas_flag()
+        time.sleep(0.3)
+        self.cpu, self.forks, self.restarts = -_task_cpu_ms(self.tids), 0, 0
+        os.register_at_fork(before=self._before_fork)
+
+    def _running_again(self) -> bool:
+        return bool(self.forks and not self.tids and self.avail is not None and self.avail.value)
+
+    def _before_fork(self) -> None:
+        self.restarts += self._running_again()
+        self.cpu += _task_cpu_ms(self.tids)
+        self.tids = set()
+        self.forks += 1
+
+    def report(self) -> dict:
+        return {"blas_pool_cpu_ms": round(self.cpu + _task_cpu_ms(self.tids), 1), "blas_pool_threads": self.size,
+                "blas_pool_restarts": None if self.avail is None else self.restarts + self._running_again(),
+                "forks": self.forks}
+
+
+def _openblas_flag():
+    """OpenBLAS's ``blas_server_avail`` (1 while its pool runs) in numpy's BLAS, or None."""
+    import ctypes
+
+    try:
+        from threadpoolctl import threadpool_info
+
+        path = next(i["filepath"] for i in threadpool_info() if i.get("internal_api") == "openblas")
+        return ctypes.c_int.in_dll(ctypes.CDLL(path), "blas_server_avail")
+    except (ImportError, StopIteration, OSError, ValueError, KeyError):
+        return None
 
 
 def run_child(spec: dict) -> dict:
     fn = {"setup": do_setup, "predict": do_predict, "val": do_val, "train": do_train, "floor": do_floor,
           "refpredict": reference_predict, "int8": do_int8}[spec["task"]]
-    pool = blas_pool()
-    c0 = _task_cpu_ms(pool)
+    pool = BlasPool()
     out = fn(spec)
     if isinstance(out, dict):
-        out["blas_pool_cpu_ms"] = round(_task_cpu_ms(pool) - c0, 1)
-        out["blas_pool_threads"] = len(pool)
+        out.update(pool.report())
     return out
 
 
@@ -482,6 +519,7 @@ def summarise(res: dict, loads: list[str]) -> dict:
                     s[f"{key}/{fmt}/wall_s"] = _med(rows, fmt, "wall_s")
             if task != "export":
                 s[f"{key}/blas_pool_cpu_ms"] = _med(rows, "blas_pool_cpu_ms")
+                s[f"{key}/blas_pool_restarts"] = _med(rows, "blas_pool_restarts")
     return out
 
 
@@ -489,7 +527,7 @@ def _blas_lines(v: dict) -> list[str]:
     """blas1 / default for every figure measured both ways (time: < 1 means limiting the BLAS pool helped)."""
     lines = []
     for k, x in sorted(v.items()):
-        if "/default/" not in k or k.endswith(("/threads", "/blas_pool_cpu_ms")):
+        if "/default/" not in k or k.endswith(("/threads", "/blas_pool_cpu_ms", "/blas_pool_restarts")):
             continue
         y = v.get(k.replace("/default/", "/blas1/"))
         if x and y:
