@@ -140,3 +140,22 @@ def test_multi_disk_zip_record_is_one_of_our_errors(tmp_path):
     assert is_zip(p) is False
     with pytest.raises(YoloExportError):
         registry.get("torchscript").read_metadata(p)
+
+
+def test_zip_version_the_reader_cannot_extract_is_a_checkpoint_error(tmp_path):
+    """Found by the checkpoint fuzz target: a central directory entry needing zip version 25.5 made zipfile raise
+    NotImplementedError out of the checkpoint reader."""
+    import zipfile
+
+    from yolo_export.errors import CheckpointError
+    from yolo_export.nn.checkpoint import load_checkpoint
+
+    p = tmp_path / "v.pt"
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+    blob = bytearray(p.read_bytes())
+    cd = blob.rindex(b"PK\x01\x02")
+    blob[cd + 6] = 255  # "version needed to extract": 25.5
+    p.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="zip file version 25.5"):
+        load_checkpoint(p)

@@ -97,7 +97,7 @@ def open_archive(path: Path) -> tuple[zipfile.ZipFile, str]:
         raise CheckpointError(f"{path} {why}")
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:  # 'zip file version 25.5'
         raise CheckpointError(f"{path} is not a valid zip archive ({e}); truncated or corrupt?") from None
     try:
         prefix = _check_entries(path, zf)
