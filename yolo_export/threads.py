@@ -17,8 +17,8 @@ numpy's BLAS pool (OpenBLAS or MKL) is left as it is: no project path makes a BL
 (preprocessing, softmax and the metrics are element-wise numpy; the model's matrix work runs in torch or the
 runtime, calibration included). ``benchmarks/load.py --blas`` reads the CPU time of the pool's threads in
 predict, val and train, quiet and next to a PyTorch job, and in the int8 exports: 0 ms in every run, and no restart
-of the pool after a fork (OpenBLAS starts one only for such a call); limiting it to one thread changed no figure beyond the
-run-to-run noise. Capping it would only change the user's own numpy code in the same process.
+of the pool after a fork (OpenBLAS starts one only for such a call); limiting it to one thread changed no figure
+beyond the run-to-run noise. Capping it would only change the user's own numpy code in the same process.
 
 What only takes effect at start-up: the OpenMP wait policy, torch's inter-op pool size (settable once, before any
 inter-op work) and the DataLoader worker count of a running loader. Everything else (torch intra-op threads, each
