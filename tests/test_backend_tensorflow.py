@@ -70,7 +70,9 @@ def test_tflite_carrier_and_litert_input(exported, prec, dtype):
         assert all(abs(float(o.sum()) - 1) < 0.05 for o in out)
 
 
-def test_edgetpu_builds_int8_then_needs_compiler(exported, pt_copy):
+def test_edgetpu_needs_its_compiler(exported, pt_copy):
+    """Without edgetpu_compiler the row skips naming how to install it (refused before the INT8 TFLite is built, which
+    the tflite int8 rows test); with it, the compiled model is recognised as an Edge TPU artefact."""
     row = exported("edgetpu", "int8")   # the contract test checks the refusal is one line and nothing is left
     if shutil.which("edgetpu_compiler") is None:
         assert row.skip and "edgetpu_compiler" in row.skip and "apt-get install edgetpu-compiler" in row.skip
