@@ -53,10 +53,11 @@ class PyTorchBackend(Backend, name="pytorch", aliases=("pt", "torch"), title="Py
         return ModuleRunner(model, device=device, half=half, threads=threads)
 
     def load(self, path: Path, device, metadata, threads=None):
+        from yolo_export.metadata import run_args
         from yolo_export.nn.checkpoint import build_from_checkpoint, load_checkpoint
 
         model = build_from_checkpoint(load_checkpoint(path))
-        return ModuleRunner(model, device=device, half=bool(metadata.get("args", {}).get("half")), threads=threads)
+        return ModuleRunner(model, device=device, half=bool(run_args(metadata).get("half")), threads=threads)
 
     def read_metadata(self, path):
         from yolo_export.data.transforms import default_preprocess
